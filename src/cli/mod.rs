@@ -1,0 +1,80 @@
+//! The command line: one file per command, each turning flags into library calls and results
+//! into text or JSON, and errors into the documented exit codes.
+
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code: the evidence verified.
+pub const EXIT_PASSED: u8 = 0;
+/// Exit code: something did not verify (step, signature, expiry, key).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad flags, or a file that cannot be read or parsed at all.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: an evidence source could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Admission control and CI gating on witness evidence.
+#[derive(Debug, Parser)]
+#[command(name = "attestgate", version, about)]
+pub struct Cli {
+    /// More log output on stderr (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify evidence against a signed witness policy, as `witness verify` does.
+    Verify(verify::VerifyArgs),
+}
+
+/// Output format of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A few lines for a person.
+    Text,
+    /// The full structured result.
+    Json,
+}
+
+/// Runs the parsed command and maps its outcome to an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Verify(args) => verify::run(args),
+    };
+    ExitCode::from(code)
+}
+
+/// Sends logs to stderr; `RUST_LOG` overrides the level chosen by `-v`.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints an error with its causes on one line.
+pub(crate) fn report_error(err: &dyn std::error::Error) {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("attestgate: {line}");
+}

@@ -1,0 +1,179 @@
+//! DSSE envelopes: the JSON shape witness writes, decoding, and the pre-authentication encoding.
+//!
+//! This module only parses. Whether a signature is good is decided in [`crate::crypto`], and
+//! which signer is trusted is decided by the policy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::{decode_base64, Base64Error};
+
+/// The payload type of every attestation envelope witness and cilock produce.
+pub const INTOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+/// Payload types accepted for signed policies (`witness sign` default and rookery's constant).
+pub const POLICY_PAYLOAD_TYPES: &[&str] = &[
+    "https://witness.testifysec.com/policy/v0.1",
+    "https://aflock.ai/policy/v0.1",
+];
+
+/// Largest envelope body we parse. The biggest real evidence we know of (SBOMs) is far below it.
+pub const MAX_ENVELOPE_BYTES: usize = 128 * 1024 * 1024;
+
+/// A DSSE envelope as serialized by witness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    /// Base64 of the payload bytes.
+    pub payload: String,
+    /// The DSSE payload type.
+    pub payload_type: String,
+    /// One or more signatures over the PAE of type and payload.
+    #[serde(default)]
+    pub signatures: Vec<Signature>,
+}
+
+/// One signature of an envelope, with witness's certificate and timestamp extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// The producer's key id hint; never trusted, only used to try the matching key first.
+    #[serde(default)]
+    pub keyid: String,
+    /// Base64 of the raw signature bytes.
+    pub sig: String,
+    /// Base64 of the PEM text of the signer's leaf certificate.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
+    /// Base64 of the PEM text of each intermediate certificate (untrusted chain material).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermediates: Vec<String>,
+    /// RFC 3161 timestamp tokens over the raw signature bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timestamps: Vec<Timestamp>,
+}
+
+/// An RFC 3161 countersignature; `data` is base64 of a DER TimeStampToken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timestamp {
+    /// Always `tsp` in practice; not consulted.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Base64 of the DER TimeStampToken (CMS ContentInfo).
+    pub data: String,
+}
+
+/// Why bytes could not be read as an envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The bytes are larger than [`MAX_ENVELOPE_BYTES`].
+    #[error("envelope is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// Size of the input.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes are not a JSON DSSE envelope.
+    #[error("not a DSSE envelope")]
+    Json(#[source] serde_json::Error),
+    /// The envelope carries no signature.
+    #[error("envelope has no signatures")]
+    NoSignatures,
+    /// The payload field is not base64.
+    #[error("envelope payload is not base64")]
+    Payload(#[source] Base64Error),
+}
+
+/// A parsed envelope with its payload decoded once.
+#[derive(Debug, Clone)]
+pub struct DecodedEnvelope {
+    /// The envelope as read.
+    pub envelope: Envelope,
+    /// The decoded payload bytes.
+    pub payload: Vec<u8>,
+}
+
+impl DecodedEnvelope {
+    /// Parses an envelope from JSON bytes and decodes its payload.
+    ///
+    /// # Errors
+    /// Too large, not JSON of the envelope shape, no signatures, or a payload that is not base64.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(EnvelopeError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_ENVELOPE_BYTES,
+            });
+        }
+        let envelope: Envelope = serde_json::from_slice(bytes).map_err(EnvelopeError::Json)?;
+        if envelope.signatures.is_empty() {
+            return Err(EnvelopeError::NoSignatures);
+        }
+        let payload = decode_base64(&envelope.payload).map_err(EnvelopeError::Payload)?;
+        Ok(Self { envelope, payload })
+    }
+
+    /// The bytes every signature of this envelope signs.
+    pub fn pae(&self) -> Vec<u8> {
+        pae(&self.envelope.payload_type, &self.payload)
+    }
+}
+
+/// DSSE v1 pre-authentication encoding: `DSSEv1 SP len(type) SP type SP len(body) SP body`.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let type_len = payload_type.len().to_string();
+    let body_len = payload.len().to_string();
+    let mut out = Vec::with_capacity(
+        10 + type_len.len() + payload_type.len() + body_len.len() + payload.len(),
+    );
+    out.extend_from_slice(b"DSSEv1 ");
+    out.extend_from_slice(type_len.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload_type.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(body_len.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pae_matches_the_spec_example() {
+        assert_eq!(
+            pae(INTOTO_PAYLOAD_TYPE, br#"{"a":1}"#),
+            b"DSSEv1 28 application/vnd.in-toto+json 7 {\"a\":1}".to_vec()
+        );
+    }
+
+    #[test]
+    fn pae_of_an_empty_body_ends_in_a_space() {
+        assert_eq!(pae("t", b""), b"DSSEv1 1 t 0 ".to_vec());
+    }
+
+    #[test]
+    fn pae_counts_bytes_not_characters() {
+        assert_eq!(pae("é", b"x"), "DSSEv1 2 é 1 x".as_bytes().to_vec());
+    }
+
+    #[test]
+    fn rejects_duplicate_keys_and_missing_signatures() {
+        let dup = br#"{"payload":"e30=","payload":"e30=","payloadType":"x","signatures":[]}"#;
+        assert!(matches!(
+            DecodedEnvelope::from_json(dup),
+            Err(EnvelopeError::Json(_))
+        ));
+        let none = br#"{"payload":"e30=","payloadType":"x","signatures":[]}"#;
+        assert!(matches!(
+            DecodedEnvelope::from_json(none),
+            Err(EnvelopeError::NoSignatures)
+        ));
+        let bad = br#"{"payload":"!!","payloadType":"x","signatures":[{"sig":"AA=="}]}"#;
+        assert!(matches!(
+            DecodedEnvelope::from_json(bad),
+            Err(EnvelopeError::Payload(_))
+        ));
+    }
+}
