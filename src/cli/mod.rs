@@ -1,6 +1,7 @@
 //! The command line: one file per command, each turning flags into library calls and results
 //! into text or JSON, and errors into the documented exit codes.
 
+mod policy_check;
 mod verify;
 
 use std::process::ExitCode;
@@ -33,6 +34,16 @@ pub struct Cli {
 pub enum Command {
     /// Verify evidence against a signed witness policy, as `witness verify` does.
     Verify(verify::VerifyArgs),
+    /// Work with policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `attestgate policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Verify (with -k) and lint a policy: expiry, steps, Rego, unknown and cilock-only keys.
+    Check(policy_check::PolicyCheckArgs),
 }
 
 /// Output format of a command.
@@ -48,6 +59,7 @@ pub enum Output {
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Verify(args) => verify::run(args),
+        Command::Policy(PolicyCommand::Check(args)) => policy_check::run(args),
     };
     ExitCode::from(code)
 }
@@ -65,16 +77,4 @@ pub fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Prints an error with its causes on one line.
-pub(crate) fn report_error(err: &dyn std::error::Error) {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    eprintln!("attestgate: {line}");
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::{report_error, Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
+use super::{Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::crypto::PublicKey;
 use crate::encoding::sha256_hex;
 use crate::evidence::FileSource;
@@ -83,17 +83,6 @@ impl Failure {
     }
 }
 
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
-}
-
 fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
     let now = match &args.now {
         Some(text) => crate::policy::parse_rfc3339(text)
@@ -106,7 +95,7 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
     for path in &args.publickey {
         let pem = read(path)?;
         let key = PublicKey::from_pem(&pem)
-            .map_err(|e| Failure::Usage(format!("{}: {}", path.display(), chain(&e))))?;
+            .map_err(|e| Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e))))?;
         trust.add_key(key);
     }
     if trust.is_empty() {
@@ -125,12 +114,12 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
             .ok_or_else(|| Failure::Usage(format!("--kms-key {spec:?} is not URI=PEMFILE")))?;
         let path = PathBuf::from(path);
         let key = PublicKey::from_pem(&read(&path)?)
-            .map_err(|e| Failure::Usage(format!("{}: {}", path.display(), chain(&e))))?;
+            .map_err(|e| Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e))))?;
         options.kms_keys.insert(uri.to_string(), key);
     }
     let policy_bytes = read(&args.policy)?;
     let signed = SignedPolicy::load(&policy_bytes, &trust, options).map_err(|e| {
-        let message = format!("{}: {}", args.policy.display(), chain(&e));
+        let message = format!("{}: {}", args.policy.display(), crate::display_chain(&e));
         if e.is_untrusted() {
             Failure::Untrusted(message)
         } else {
@@ -139,7 +128,7 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
     })?;
 
     let source =
-        FileSource::from_paths(&args.attestations).map_err(|e| Failure::Usage(chain(&e)))?;
+        FileSource::from_paths(&args.attestations).map_err(|e| Failure::Usage(crate::display_chain(&e)))?;
     for (path, reason) in source.ignored() {
         tracing::warn!(path = %path.display(), reason, "evidence file is not a collection");
     }
@@ -149,7 +138,7 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
         .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
     runtime
         .block_on(verify(&signed, &source, &seeds, &VerifyOptions { now }))
-        .map_err(|e| Failure::Unreachable(chain(&e)))
+        .map_err(|e| Failure::Unreachable(crate::display_chain(&e)))
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, Failure> {
@@ -176,7 +165,7 @@ fn print_verification(verification: &Verification, output: Output) {
     if output == Output::Json {
         match serde_json::to_string_pretty(verification) {
             Ok(json) => println!("{json}"),
-            Err(e) => report_error(&e),
+            Err(e) => eprintln!("attestgate: {e}"),
         }
         return;
     }

@@ -4,6 +4,7 @@
 mod compiled;
 pub mod document;
 mod functionary;
+pub mod lint;
 pub mod rego;
 mod result;
 mod signed;

@@ -1,0 +1,188 @@
+//! Helpers shared by the integration tests: running the built binary and finding fixtures.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The output of one run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout and stderr together, for reason checks.
+    pub fn text(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `attestgate` with `args` in `dir`.
+pub fn attestgate<I, S>(dir: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_attestgate"))
+        .current_dir(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("attestgate runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The crate root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/fixtures/real`, the published evidence of other projects, which is never
+/// committed here. `None` (and a note on stderr) where this checkout has no `../shared`.
+pub fn real_fixtures(set: &str) -> Option<PathBuf> {
+    let dir = root().join("../shared/fixtures/real").join(set);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: {} not present (real fixtures live only beside the repo)", dir.display());
+        None
+    }
+}
+
+/// Key types the openssl signer can make.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyKind {
+    Ed25519,
+    EcdsaP256,
+    EcdsaP384,
+    EcdsaP521,
+    RsaPss,
+    RsaPkcs1,
+}
+
+/// A key made by `openssl`, an implementation independent of ours.
+pub struct OpensslKey {
+    pub kind: KeyKind,
+    pub private: PathBuf,
+    pub public: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+impl OpensslKey {
+    /// Generates a key named `name` in `dir`.
+    pub fn generate(dir: &Path, name: &str, kind: KeyKind) -> Self {
+        let private = dir.join(format!("{name}.key.pem"));
+        let public = dir.join(format!("{name}.pub.pem"));
+        let p = private.to_str().unwrap();
+        match kind {
+            KeyKind::Ed25519 => openssl(dir, &["genpkey", "-algorithm", "ed25519", "-out", p]),
+            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 => {
+                let curve = match kind {
+                    KeyKind::EcdsaP256 => "ec_paramgen_curve:P-256",
+                    KeyKind::EcdsaP384 => "ec_paramgen_curve:P-384",
+                    _ => "ec_paramgen_curve:P-521",
+                };
+                openssl(dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", curve, "-out", p])
+            }
+            KeyKind::RsaPss | KeyKind::RsaPkcs1 => openssl(
+                dir,
+                &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p],
+            ),
+        };
+        openssl(dir, &["pkey", "-in", p, "-pubout", "-out", public.to_str().unwrap()]);
+        Self {
+            kind,
+            private,
+            public,
+        }
+    }
+
+    /// The witness key id: SHA-256 of the public PEM as openssl writes it (the same text Go
+    /// writes: 64-column lines, trailing newline).
+    pub fn keyid(&self) -> String {
+        use sha2::Digest as _;
+        hex(&sha2::Sha256::digest(std::fs::read(&self.public).unwrap()))
+    }
+
+    /// Signs `message` with openssl, in the byte format witness uses for this key type.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let dir = self.private.parent().unwrap();
+        let input = dir.join(format!("msg-{}.bin", std::process::id()));
+        std::fs::write(&input, message).unwrap();
+        let (k, i) = (self.private.to_str().unwrap(), input.to_str().unwrap());
+        let sig = match self.kind {
+            KeyKind::Ed25519 => openssl(dir, &["pkeyutl", "-sign", "-inkey", k, "-rawin", "-in", i]),
+            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 | KeyKind::RsaPkcs1 => {
+                openssl(dir, &["dgst", "-sha256", "-sign", k, i])
+            }
+            KeyKind::RsaPss => openssl(
+                dir,
+                &[
+                    "dgst", "-sha256", "-sign", k, "-sigopt", "rsa_padding_mode:pss",
+                    "-sigopt", "rsa_pss_saltlen:max", i,
+                ],
+            ),
+        };
+        std::fs::remove_file(&input).ok();
+        sig
+    }
+
+    /// A DSSE envelope over `payload`, signed by this key, as witness serializes it.
+    pub fn envelope(&self, payload_type: &str, payload: &[u8]) -> Vec<u8> {
+        let sig = self.sign(&pae(payload_type, payload));
+        let envelope = serde_json::json!({
+            "payload": b64(payload),
+            "payloadType": payload_type,
+            "signatures": [{"keyid": self.keyid(), "sig": b64(&sig)}],
+        });
+        serde_json::to_vec(&envelope).unwrap()
+    }
+
+    /// The `publickeys` entry of a policy for this key.
+    pub fn policy_entry(&self) -> serde_json::Value {
+        serde_json::json!({"keyid": self.keyid(), "key": b64(&std::fs::read(&self.public).unwrap())})
+    }
+}
+
+/// DSSE pre-authentication encoding, written out independently of the crate's.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len())
+        .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Standard padded base64.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The witness policy payload type.
+pub const POLICY_TYPE: &str = "https://witness.testifysec.com/policy/v0.1";
+/// The in-toto payload type.
+pub const INTOTO_TYPE: &str = "application/vnd.in-toto+json";

@@ -1,0 +1,72 @@
+//! Property tests: arbitrary bytes through every parser of untrusted input give an error or a
+//! value, never a panic. Inputs are both random bytes and mutations of real-shaped documents.
+
+use attestgate::dsse::DecodedEnvelope;
+use attestgate::intoto::{Collection, Statement};
+use attestgate::policy::document::PolicyDocument;
+use attestgate::policy::{Policy, PolicyOptions};
+use proptest::prelude::*;
+
+const ENVELOPE: &str = r#"{"payload":"eyJfdHlwZSI6Imh0dHBzOi8vaW4tdG90by5pby9TdGF0ZW1lbnQvdjAuMSJ9","payloadType":"application/vnd.in-toto+json","signatures":[{"keyid":"ab","sig":"AAAA","certificate":"LS0t","intermediates":["LS0t"],"timestamps":[{"type":"tsp","data":"AA=="}]}]}"#;
+const POLICY: &str = r#"{"expires":"2030-01-01T00:00:00Z","publickeys":{"k":{"keyid":"k","key":"LS0tLS1CRUdJTiBQVUJMSUMgS0VZLS0tLS0KTUNvd0JRWURLMlZ3QXlFQWYyOW9QUDhVZ2hCeUc4NTJ1QmRPeHJKS0tuN01NNWhUYlA5ZXNnT1ovazA9Ci0tLS0tRU5EIFBVQkxJQyBLRVktLS0tLQo="}},"steps":{"b":{"name":"b","functionaries":[{"type":"publickey","publickeyid":"k"}],"attestations":[{"type":"t","regopolicies":[{"name":"r","module":"cGFja2FnZSBwCmRlbnlbeF0geyB4IDo9IGlucHV0LmEgfQo="}]}],"artifactsFrom":[]}}}"#;
+const STATEMENT: &str = r#"{"_type":"https://in-toto.io/Statement/v0.1","subject":[{"name":"n","digest":{"sha256":"ab"}}],"predicateType":"https://witness.testifysec.com/attestation-collection/v0.1","predicate":{"name":"b","attestations":[{"type":"https://witness.dev/attestations/material/v0.1","attestation":{"f":{"sha256":"ab"}},"starttime":"2023-09-26T17:23:47.32625-05:00"}]}}"#;
+
+/// Replaces a byte range of `base` with `insert`, to explore documents that are almost valid.
+fn mutate(base: &str, at: usize, len: usize, insert: &[u8]) -> Vec<u8> {
+    let mut bytes = base.as_bytes().to_vec();
+    let at = at % bytes.len();
+    let end = (at + len).min(bytes.len());
+    bytes.splice(at..end, insert.iter().copied());
+    bytes
+}
+
+fn exercise_statement(bytes: &[u8]) {
+    if let Ok(statement) = Statement::from_json(bytes) {
+        if let Ok(collection) = Collection::from_predicate(&statement.predicate) {
+            let _ = collection.artifacts();
+            let _ = collection.back_reference_values(&statement);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn envelope_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = DecodedEnvelope::from_json(&bytes);
+    }
+
+    #[test]
+    fn mutated_envelopes_never_panic(at in 0usize..400, len in 0usize..8,
+                                     insert in proptest::collection::vec(any::<u8>(), 0..8)) {
+        if let Ok(envelope) = DecodedEnvelope::from_json(&mutate(ENVELOPE, at, len, &insert)) {
+            let _ = envelope.pae();
+            exercise_statement(&envelope.payload);
+        }
+    }
+
+    #[test]
+    fn mutated_policies_never_panic(at in 0usize..800, len in 0usize..8,
+                                    insert in proptest::collection::vec(any::<u8>(), 0..8)) {
+        if let Ok(document) = PolicyDocument::from_json(&mutate(POLICY, at, len, &insert)) {
+            let _ = document.cilock_only_keys();
+            let _ = Policy::compile(document, PolicyOptions::default());
+        }
+    }
+
+    #[test]
+    fn mutated_statements_never_panic(at in 0usize..500, len in 0usize..8,
+                                      insert in proptest::collection::vec(any::<u8>(), 0..8)) {
+        exercise_statement(&mutate(STATEMENT, at, len, &insert));
+    }
+
+    #[test]
+    fn public_key_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = attestgate::crypto::PublicKey::from_der(&bytes);
+        let mut pem = b"-----BEGIN PUBLIC KEY-----\n".to_vec();
+        pem.extend_from_slice(&bytes);
+        pem.extend_from_slice(b"\n-----END PUBLIC KEY-----\n");
+        let _ = attestgate::crypto::PublicKey::from_pem(&pem);
+    }
+}
