@@ -50,7 +50,10 @@ pub fn real_fixtures(set: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("skipped: {} not present (real fixtures live only beside the repo)", dir.display());
+        eprintln!(
+            "skipped: {} not present (real fixtures live only beside the repo)",
+            dir.display()
+        );
         None
     }
 }
@@ -101,14 +104,35 @@ impl OpensslKey {
                     KeyKind::EcdsaP384 => "ec_paramgen_curve:P-384",
                     _ => "ec_paramgen_curve:P-521",
                 };
-                openssl(dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", curve, "-out", p])
+                openssl(
+                    dir,
+                    &["genpkey", "-algorithm", "EC", "-pkeyopt", curve, "-out", p],
+                )
             }
             KeyKind::RsaPss | KeyKind::RsaPkcs1 => openssl(
                 dir,
-                &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p],
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    p,
+                ],
             ),
         };
-        openssl(dir, &["pkey", "-in", p, "-pubout", "-out", public.to_str().unwrap()]);
+        openssl(
+            dir,
+            &[
+                "pkey",
+                "-in",
+                p,
+                "-pubout",
+                "-out",
+                public.to_str().unwrap(),
+            ],
+        );
         Self {
             kind,
             private,
@@ -130,15 +154,24 @@ impl OpensslKey {
         std::fs::write(&input, message).unwrap();
         let (k, i) = (self.private.to_str().unwrap(), input.to_str().unwrap());
         let sig = match self.kind {
-            KeyKind::Ed25519 => openssl(dir, &["pkeyutl", "-sign", "-inkey", k, "-rawin", "-in", i]),
+            KeyKind::Ed25519 => {
+                openssl(dir, &["pkeyutl", "-sign", "-inkey", k, "-rawin", "-in", i])
+            }
             KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 | KeyKind::RsaPkcs1 => {
                 openssl(dir, &["dgst", "-sha256", "-sign", k, i])
             }
             KeyKind::RsaPss => openssl(
                 dir,
                 &[
-                    "dgst", "-sha256", "-sign", k, "-sigopt", "rsa_padding_mode:pss",
-                    "-sigopt", "rsa_pss_saltlen:max", i,
+                    "dgst",
+                    "-sha256",
+                    "-sign",
+                    k,
+                    "-sigopt",
+                    "rsa_padding_mode:pss",
+                    "-sigopt",
+                    "rsa_pss_saltlen:max",
+                    i,
                 ],
             ),
         };
@@ -165,8 +198,13 @@ impl OpensslKey {
 
 /// DSSE pre-authentication encoding, written out independently of the crate's.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len())
-        .into_bytes();
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
     out.extend_from_slice(payload);
     out
 }
