@@ -32,21 +32,44 @@ fn the_tutorial_policy_gets_its_four_findings() {
     let run = attestgate(
         &common::root().join("examples/tutorial"),
         [
-            "policy", "check", "-p", "policy.json", "--workflow", "build.yml", "--now",
-            "2026-12-04T00:00:00Z", "--output", "json",
+            "policy",
+            "check",
+            "-p",
+            "policy.json",
+            "--workflow",
+            "build.yml",
+            "--now",
+            "2026-12-04T00:00:00Z",
+            "--output",
+            "json",
         ],
     );
     assert_eq!(run.code, 1, "{}", run.text());
     let found = findings(&run);
     // The build step requires the CycloneDX SBOM that the workflow makes in its sbom step.
     assert!(
-        has(&found, "error", "steps.build.attestations[3]", "produced by the workflow's sbom run"),
+        has(
+            &found,
+            "error",
+            "steps.build.attestations[3]",
+            "produced by the workflow's sbom run"
+        ),
         "{found:#?}"
     );
     // The Fulcio functionary has no timestamp authority.
-    assert!(has(&found, "warning", "steps.build.functionaries[0]", "without a timestamp authority"));
+    assert!(has(
+        &found,
+        "warning",
+        "steps.build.functionaries[0]",
+        "without a timestamp authority"
+    ));
     // The root is the tutorial's placeholder.
-    assert!(has(&found, "error", "roots.sigstore-fulcio.certificate", "placeholder"));
+    assert!(has(
+        &found,
+        "error",
+        "roots.sigstore-fulcio.certificate",
+        "placeholder"
+    ));
     // The Rego rule passes when the `ref` claim is missing.
     assert!(has(
         &found,
@@ -70,18 +93,49 @@ fn a_clean_signed_policy_passes_with_its_signature_checked() {
                 "regopolicies": [{"name": "exit", "module": module}]}]}}
     });
     let signed = tmp.path().join("p.json");
-    std::fs::write(&signed, key.envelope(POLICY_TYPE, policy.to_string().as_bytes())).unwrap();
-    let args = ["policy", "check", "-p", "p.json", "-k", "k.pub.pem", "--now", "2026-12-04T00:00:00Z"];
+    std::fs::write(
+        &signed,
+        key.envelope(POLICY_TYPE, policy.to_string().as_bytes()),
+    )
+    .unwrap();
+    let args = [
+        "policy",
+        "check",
+        "-p",
+        "p.json",
+        "-k",
+        "k.pub.pem",
+        "--now",
+        "2026-12-04T00:00:00Z",
+    ];
     let run = attestgate(tmp.path(), args);
     assert_eq!(run.code, 0, "{}", run.text());
     assert!(run.stdout.contains("signature verified"), "{}", run.stdout);
-    assert!(run.stdout.contains("0 errors, 0 warnings"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("0 errors, 0 warnings"),
+        "{}",
+        run.stdout
+    );
 
     // The same file checked with another key: the signature finding is an error.
     let other = OpensslKey::generate(tmp.path(), "other", KeyKind::EcdsaP256);
-    let run = attestgate(tmp.path(), ["policy", "check", "-p", "p.json", "-k", other.public.to_str().unwrap()]);
+    let run = attestgate(
+        tmp.path(),
+        [
+            "policy",
+            "check",
+            "-p",
+            "p.json",
+            "-k",
+            other.public.to_str().unwrap(),
+        ],
+    );
     assert_eq!(run.code, 1, "{}", run.text());
-    assert!(run.stdout.contains("policy signature does not verify"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("policy signature does not verify"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -104,7 +158,16 @@ fn every_rule_reports_where_it_applies() {
     std::fs::write(tmp.path().join("p.json"), policy.to_string()).unwrap();
     let run = attestgate(
         tmp.path(),
-        ["policy", "check", "-p", "p.json", "--now", "2026-12-04T00:00:00Z", "--output", "json"],
+        [
+            "policy",
+            "check",
+            "-p",
+            "p.json",
+            "--now",
+            "2026-12-04T00:00:00Z",
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(run.code, 1, "{}", run.text());
     let found = findings(&run);
@@ -114,15 +177,34 @@ fn every_rule_reports_where_it_applies() {
         ("error", "steps.test.timestampConstraint", "cilock-only"),
         ("warning", "expires", "expires in 16 days"),
         ("error", "steps.build", "differs from its name"),
-        ("error", "steps.build.artifactsFrom", "\"nowhere\" is not a step"),
-        ("warning", "steps.build.functionaries[0]", "not in publickeys"),
-        ("warning", "steps.build.attestations[0]", "not a known attestor type"),
-        ("error", "steps.build.attestations[0].regopolicies", "does not compile"),
+        (
+            "error",
+            "steps.build.artifactsFrom",
+            "\"nowhere\" is not a step",
+        ),
+        (
+            "warning",
+            "steps.build.functionaries[0]",
+            "not in publickeys",
+        ),
+        (
+            "warning",
+            "steps.build.attestations[0]",
+            "not a known attestor type",
+        ),
+        (
+            "error",
+            "steps.build.attestations[0].regopolicies",
+            "does not compile",
+        ),
         ("error", "steps.test", "requires no attestation"),
         ("error", "steps.test", "no functionaries"),
     ];
     for (severity, location, text) in expect {
-        assert!(has(&found, severity, location, text), "{severity} {location} {text}: {found:#?}");
+        assert!(
+            has(&found, severity, location, text),
+            "{severity} {location} {text}: {found:#?}"
+        );
     }
 }
 
@@ -134,5 +216,9 @@ fn unreadable_or_non_json_input_is_a_usage_error() {
     std::fs::write(tmp.path().join("junk.json"), b"\x00\x01 not json").unwrap();
     let run = attestgate(tmp.path(), ["policy", "check", "-p", "junk.json"]);
     assert_eq!(run.code, 1, "{}", run.text());
-    assert!(run.stdout.contains("not a valid witness policy"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("not a valid witness policy"),
+        "{}",
+        run.stdout
+    );
 }

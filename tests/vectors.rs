@@ -10,12 +10,30 @@ use common::attestgate;
 
 /// What a failing case's report must mention, so a right verdict for a wrong reason is caught.
 const REASONS: &[(&str, &str)] = &[
-    ("d04-fail-rego-deny-exitcode", "compile step failed with exit code 2"),
-    ("d05-fail-wrong-signing-key", "does not verify with any trusted key"),
-    ("d06-fail-policy-expired", "policy expired at 2026-01-31T12:00:00Z"),
-    ("d07-fail-envelope-tampered", "does not verify with any trusted key"),
-    ("d08-fail-missing-attestation-type", "missing attestation https://witness.dev/attestations/github/v0.1"),
-    ("d10-fail-unknown-subject", "no collection for this step carries the subjects"),
+    (
+        "d04-fail-rego-deny-exitcode",
+        "compile step failed with exit code 2",
+    ),
+    (
+        "d05-fail-wrong-signing-key",
+        "does not verify with any trusted key",
+    ),
+    (
+        "d06-fail-policy-expired",
+        "policy expired at 2026-01-31T12:00:00Z",
+    ),
+    (
+        "d07-fail-envelope-tampered",
+        "does not verify with any trusted key",
+    ),
+    (
+        "d08-fail-missing-attestation-type",
+        "missing attestation https://witness.dev/attestations/github/v0.1",
+    ),
+    (
+        "d10-fail-unknown-subject",
+        "no collection for this step carries the subjects",
+    ),
 ];
 
 #[test]
@@ -40,12 +58,19 @@ fn every_vector_gives_its_expected_verdict_and_reason() {
 
         let run = attestgate(case, &args);
         if run.code != want {
-            wrong.push(format!("{name}: exit {} (want {want})\n{}", run.code, run.text()));
+            wrong.push(format!(
+                "{name}: exit {} (want {want})\n{}",
+                run.code,
+                run.text()
+            ));
             continue;
         }
         if let Some((_, reason)) = REASONS.iter().find(|(c, _)| *c == name) {
             if !run.text().contains(reason) {
-                wrong.push(format!("{name}: reason {reason:?} missing from\n{}", run.text()));
+                wrong.push(format!(
+                    "{name}: reason {reason:?} missing from\n{}",
+                    run.text()
+                ));
             }
         }
     }
@@ -66,6 +91,9 @@ fn json_output_names_the_failed_step_and_its_reason() {
     assert_eq!(step["step"], "compile");
     let reason = &step["rejected"][0]["reasons"][0];
     assert_eq!(reason["reason"], "rego_denied");
-    assert_eq!(reason["messages"][0], "compile step failed with exit code 2");
+    assert_eq!(
+        reason["messages"][0],
+        "compile step failed with exit code 2"
+    );
     assert_eq!(result["policy_digest"].as_str().unwrap().len(), 64);
 }

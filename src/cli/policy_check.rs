@@ -50,15 +50,19 @@ pub(super) fn run(args: PolicyCheckArgs) -> u8 {
 }
 
 fn execute(args: &PolicyCheckArgs) -> Result<Vec<Finding>, String> {
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let now = match &args.now {
-        Some(t) => crate::policy::parse_rfc3339(t).ok_or(format!("--now {t:?} is not an RFC 3339 time"))?,
+        Some(t) => {
+            crate::policy::parse_rfc3339(t).ok_or(format!("--now {t:?} is not an RFC 3339 time"))?
+        }
         None => OffsetDateTime::now_utc(),
     };
     let workflow = match &args.workflow {
         Some(path) => {
             let text = String::from_utf8_lossy(&read(path)?).into_owned();
-            let w = Workflow::from_yaml(&text).map_err(|e| format!("{}: {}", path.display(), crate::display_chain(&e)))?;
+            let w = Workflow::from_yaml(&text)
+                .map_err(|e| format!("{}: {}", path.display(), crate::display_chain(&e)))?;
             Some(w)
         }
         None => None,
@@ -102,20 +106,22 @@ fn check_signature(
             .map_err(|e| format!("{}: {}", path.display(), crate::display_chain(&e)))?;
         trust.add_key(key);
     }
-    Ok(match SignedPolicy::load(bytes, &trust, PolicyOptions::default()) {
-        Ok(signed) => vec![Finding {
-            severity: Severity::Info,
-            location: String::new(),
-            message: format!("signature verified (sha256:{})", signed.digest),
-        }],
-        Err(e) if e.is_untrusted() => vec![Finding {
-            severity: Severity::Error,
-            location: String::new(),
-            message: crate::display_chain(&e),
-        }],
-        // Anything else about the payload is reported by the lint itself.
-        Err(_) => Vec::new(),
-    })
+    Ok(
+        match SignedPolicy::load(bytes, &trust, PolicyOptions::default()) {
+            Ok(signed) => vec![Finding {
+                severity: Severity::Info,
+                location: String::new(),
+                message: format!("signature verified (sha256:{})", signed.digest),
+            }],
+            Err(e) if e.is_untrusted() => vec![Finding {
+                severity: Severity::Error,
+                location: String::new(),
+                message: crate::display_chain(&e),
+            }],
+            // Anything else about the payload is reported by the lint itself.
+            Err(_) => Vec::new(),
+        },
+    )
 }
 
 fn print(findings: &[Finding], output: Output) {
@@ -136,5 +142,9 @@ fn print(findings: &[Finding], output: Output) {
         }
     }
     let count = |s| findings.iter().filter(|f| f.severity == s).count();
-    println!("{} errors, {} warnings", count(Severity::Error), count(Severity::Warning));
+    println!(
+        "{} errors, {} warnings",
+        count(Severity::Error),
+        count(Severity::Warning)
+    );
 }

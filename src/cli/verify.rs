@@ -94,8 +94,9 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
     let mut trust = PolicyTrust::default();
     for path in &args.publickey {
         let pem = read(path)?;
-        let key = PublicKey::from_pem(&pem)
-            .map_err(|e| Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e))))?;
+        let key = PublicKey::from_pem(&pem).map_err(|e| {
+            Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e)))
+        })?;
         trust.add_key(key);
     }
     if trust.is_empty() {
@@ -113,8 +114,9 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
             .split_once('=')
             .ok_or_else(|| Failure::Usage(format!("--kms-key {spec:?} is not URI=PEMFILE")))?;
         let path = PathBuf::from(path);
-        let key = PublicKey::from_pem(&read(&path)?)
-            .map_err(|e| Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e))))?;
+        let key = PublicKey::from_pem(&read(&path)?).map_err(|e| {
+            Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e)))
+        })?;
         options.kms_keys.insert(uri.to_string(), key);
     }
     let policy_bytes = read(&args.policy)?;
@@ -127,8 +129,8 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
         }
     })?;
 
-    let source =
-        FileSource::from_paths(&args.attestations).map_err(|e| Failure::Usage(crate::display_chain(&e)))?;
+    let source = FileSource::from_paths(&args.attestations)
+        .map_err(|e| Failure::Usage(crate::display_chain(&e)))?;
     for (path, reason) in source.ignored() {
         tracing::warn!(path = %path.display(), reason, "evidence file is not a collection");
     }

@@ -232,7 +232,12 @@ fn unimported_v1_keyword(source: &str) -> Option<&'static str> {
 /// Whether the import path that follows an `import` token enables `keyword`: `rego.v1`,
 /// `future.keywords`, or `future.keywords.<keyword>`.
 fn import_enables(path: Option<&[(usize, &str)]>, keyword: &str) -> bool {
-    let path: Vec<&str> = path.unwrap_or_default().iter().take(5).map(|t| t.1).collect();
+    let path: Vec<&str> = path
+        .unwrap_or_default()
+        .iter()
+        .take(5)
+        .map(|t| t.1)
+        .collect();
     match path.as_slice() {
         ["rego", ".", "v1", ..] => true,
         ["future", ".", "keywords", ".", k] => *k == keyword,
@@ -343,10 +348,14 @@ mod tests {
 
     #[test]
     fn future_keyword_imports_enable_only_what_they_name() {
-        let only_in = "package p\nimport future.keywords.in\ndeny[m] { some x in input.xs; m := x }\n";
+        let only_in =
+            "package p\nimport future.keywords.in\ndeny[m] { some x in input.xs; m := x }\n";
         assert!(modules(&[only_in]).unwrap().is_some());
         let needs_if = "package p\nimport future.keywords.in\ndeny[m] if { m := \"x\" }\n";
-        assert!(matches!(modules(&[needs_if]), Err(RegoError::Compile { .. })));
+        assert!(matches!(
+            modules(&[needs_if]),
+            Err(RegoError::Compile { .. })
+        ));
         let call = "package p\ndeny[m] { contains(input.s, \"if\"); m := input.if }\n";
         let m = modules(&[call]).unwrap().unwrap();
         assert_eq!(

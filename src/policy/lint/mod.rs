@@ -41,10 +41,35 @@ pub struct Finding {
 
 /// Attestor names witness and cilock define, for spotting mistyped type URIs.
 const KNOWN_ATTESTORS: &[&str] = &[
-    "material", "product", "command-run", "commandrun", "git", "github", "gitlab", "jenkins",
-    "aws-codebuild", "aws", "gcp-iit", "environment", "jwt", "oci", "docker", "sbom",
-    "k8smanifest", "lockfiles", "maven", "omnitrail", "sarif", "secretscan", "system-packages",
-    "network-trace", "policyverify", "slsa", "link", "vex", "vsa",
+    "material",
+    "product",
+    "command-run",
+    "commandrun",
+    "git",
+    "github",
+    "gitlab",
+    "jenkins",
+    "aws-codebuild",
+    "aws",
+    "gcp-iit",
+    "environment",
+    "jwt",
+    "oci",
+    "docker",
+    "sbom",
+    "k8smanifest",
+    "lockfiles",
+    "maven",
+    "omnitrail",
+    "sarif",
+    "secretscan",
+    "system-packages",
+    "network-trace",
+    "policyverify",
+    "slsa",
+    "link",
+    "vex",
+    "vsa",
 ];
 
 /// Type URIs outside the witness.dev / aflock.ai namespaces that appear in collections.
@@ -63,7 +88,11 @@ pub fn lint(payload: &[u8], now: OffsetDateTime, workflow: Option<&Workflow>) ->
     let document = match PolicyDocument::from_json(payload) {
         Ok(d) => d,
         Err(e) => {
-            out.push(Severity::Error, "", format!("not a valid witness policy: {e}"));
+            out.push(
+                Severity::Error,
+                "",
+                format!("not a valid witness policy: {e}"),
+            );
             return out.0;
         }
     };
@@ -120,24 +149,48 @@ fn check_top_level(document: &PolicyDocument, now: OffsetDateTime, out: &mut Fin
     }
 
     match &document.expires {
-        None => out.push(Severity::Error, "expires", "no expiry: witness treats the policy as expired"),
+        None => out.push(
+            Severity::Error,
+            "expires",
+            "no expiry: witness treats the policy as expired",
+        ),
         Some(text) => match super::compiled::parse_time(text) {
-            None => out.push(Severity::Error, "expires", format!("{text:?} is not an RFC 3339 time")),
+            None => out.push(
+                Severity::Error,
+                "expires",
+                format!("{text:?} is not an RFC 3339 time"),
+            ),
             Some(expires) => {
                 let days = (expires - now).whole_days();
                 if expires < now {
-                    out.push(Severity::Error, "expires", format!("expired {} days ago ({text})", -days));
+                    out.push(
+                        Severity::Error,
+                        "expires",
+                        format!("expired {} days ago ({text})", -days),
+                    );
                 } else if days < 30 {
-                    out.push(Severity::Warning, "expires", format!("expires in {days} days ({text})"));
+                    out.push(
+                        Severity::Warning,
+                        "expires",
+                        format!("expires in {days} days ({text})"),
+                    );
                 } else {
-                    out.push(Severity::Info, "expires", format!("expires {text} ({days} days left)"));
+                    out.push(
+                        Severity::Info,
+                        "expires",
+                        format!("expires {text} ({days} days left)"),
+                    );
                 }
             }
         },
     }
 
     if document.steps.is_empty() {
-        out.push(Severity::Error, "steps", "no steps: the policy can never pass");
+        out.push(
+            Severity::Error,
+            "steps",
+            "no steps: the policy can never pass",
+        );
     }
     for (id, root) in &document.roots {
         check_certificate(&format!("roots.{id}"), root, out);
@@ -149,12 +202,13 @@ fn check_top_level(document: &PolicyDocument, now: OffsetDateTime, out: &mut Fin
 
 /// A root must be base64 of PEM certificate text; placeholders are caught here.
 fn check_certificate(location: &str, root: &Root, out: &mut Findings) {
-    let entries = std::iter::once((location.to_string() + ".certificate", &root.certificate)).chain(
-        root.intermediates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("{location}.intermediates[{i}]"), c)),
-    );
+    let entries = std::iter::once((location.to_string() + ".certificate", &root.certificate))
+        .chain(
+            root.intermediates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("{location}.intermediates[{i}]"), c)),
+        );
     for (where_, value) in entries {
         let is_pem = decode_base64(value)
             .ok()
@@ -179,29 +233,59 @@ fn check_step(document: &PolicyDocument, key: &str, step: &Step, out: &mut Findi
         );
     }
     let kinds: Vec<&str> = step.attestations.iter().map(|a| a.kind.as_str()).collect();
-    out.push(Severity::Info, &at, format!("requires {}", if kinds.is_empty() { "nothing".into() } else { kinds.join(", ") }));
+    out.push(
+        Severity::Info,
+        &at,
+        format!(
+            "requires {}",
+            if kinds.is_empty() {
+                "nothing".into()
+            } else {
+                kinds.join(", ")
+            }
+        ),
+    );
     if step.attestations.is_empty() {
-        out.push(Severity::Error, &at, "requires no attestation: go-witness v0.12 fails every collection");
+        out.push(
+            Severity::Error,
+            &at,
+            "requires no attestation: go-witness v0.12 fails every collection",
+        );
     }
     if step.functionaries.is_empty() {
-        out.push(Severity::Error, &at, "has no functionaries: nobody can sign it");
+        out.push(
+            Severity::Error,
+            &at,
+            "has no functionaries: nobody can sign it",
+        );
     }
     for from in &step.artifacts_from {
         if !document.steps.contains_key(from) {
-            out.push(Severity::Error, format!("{at}.artifactsFrom"), format!("{from:?} is not a step of the policy"));
+            out.push(
+                Severity::Error,
+                format!("{at}.artifactsFrom"),
+                format!("{from:?} is not a step of the policy"),
+            );
         }
     }
 
     for (i, f) in step.functionaries.iter().enumerate() {
         let fat = format!("{at}.functionaries[{i}]");
-        if !f.publickeyid.is_empty() && !document.publickeys.values().any(|k| k.keyid == f.publickeyid) {
+        if !f.publickeyid.is_empty()
+            && !document
+                .publickeys
+                .values()
+                .any(|k| k.keyid == f.publickeyid)
+        {
             out.push(
                 Severity::Warning,
                 &fat,
                 format!("key id {} is not in publickeys: only a certificate signer with that leaf key can match", f.publickeyid),
             );
         }
-        let Some(c) = &f.cert_constraint else { continue };
+        let Some(c) = &f.cert_constraint else {
+            continue;
+        };
         if document.timestampauthorities.is_empty() && !c.roots.is_empty() {
             out.push(
                 Severity::Warning,
@@ -211,20 +295,33 @@ fn check_step(document: &PolicyDocument, key: &str, step: &Step, out: &mut Findi
         }
         for root in c.roots.iter().filter(|r| *r != "*") {
             if !document.roots.contains_key(root) {
-                out.push(Severity::Warning, &fat, format!("root id {root:?} is not in roots and is ignored"));
+                out.push(
+                    Severity::Warning,
+                    &fat,
+                    format!("root id {root:?} is not in roots and is ignored"),
+                );
             }
         }
         if c.roots.is_empty() && f.publickeyid.is_empty() {
-            out.push(Severity::Error, &fat, "certificate constraint without roots never matches");
+            out.push(
+                Severity::Error,
+                &fat,
+                "certificate constraint without roots never matches",
+            );
         }
     }
 
     for (i, attestation) in step.attestations.iter().enumerate() {
         let aat = format!("{at}.attestations[{i}]");
         let known = EXTERNAL_TYPES.contains(&attestation.kind.as_str())
-            || types::attestor_name(&attestation.kind).is_some_and(|(n, _)| KNOWN_ATTESTORS.contains(&n));
+            || types::attestor_name(&attestation.kind)
+                .is_some_and(|(n, _)| KNOWN_ATTESTORS.contains(&n));
         if !known {
-            out.push(Severity::Warning, &aat, format!("{:?} is not a known attestor type", attestation.kind));
+            out.push(
+                Severity::Warning,
+                &aat,
+                format!("{:?} is not a known attestor type", attestation.kind),
+            );
         }
         check_rego(&aat, &attestation.kind, &attestation.regopolicies, out);
     }
@@ -232,17 +329,16 @@ fn check_step(document: &PolicyDocument, key: &str, step: &Step, out: &mut Findi
 
 /// Compiles the modules and probes them with an empty attestation: a module that allows it
 /// passes whenever the fields it reads are missing, which is rarely what its author meant.
-fn check_rego(
-    at: &str,
-    kind: &str,
-    policies: &[super::document::RegoPolicy],
-    out: &mut Findings,
-) {
+fn check_rego(at: &str, kind: &str, policies: &[super::document::RegoPolicy], out: &mut Findings) {
     let modules = match RegoModules::compile(policies, super::rego::DEFAULT_REGO_TIME_LIMIT) {
         Ok(Some(m)) => m,
         Ok(None) => return,
         Err(e) => {
-            out.push(Severity::Error, format!("{at}.regopolicies"), format!("{e}: every collection will fail"));
+            out.push(
+                Severity::Error,
+                format!("{at}.regopolicies"),
+                format!("{e}: every collection will fail"),
+            );
             return;
         }
     };
@@ -274,7 +370,10 @@ fn check_rego(
 fn input_paths(policies: &[super::document::RegoPolicy]) -> Vec<String> {
     let mut paths = Vec::new();
     for policy in policies {
-        let Some(source) = decode_base64(&policy.module).ok().and_then(|b| String::from_utf8(b).ok()) else {
+        let Some(source) = decode_base64(&policy.module)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
             continue;
         };
         let mut rest = source.as_str();
@@ -293,7 +392,10 @@ fn input_paths(policies: &[super::document::RegoPolicy]) -> Vec<String> {
     }
     // Keep the most specific paths: `input.jwt.claims.ref` makes `input.jwt.claims` redundant.
     let all = paths.clone();
-    paths.retain(|p| !all.iter().any(|q| q.len() > p.len() && q.starts_with(&format!("{p}."))));
+    paths.retain(|p| {
+        !all.iter()
+            .any(|q| q.len() > p.len() && q.starts_with(&format!("{p}.")))
+    });
     paths
 }
 
@@ -311,6 +413,10 @@ fn check_loads(document: &PolicyDocument, out: &mut Findings) {
             | PolicyError::NoAttestations(_)
             | PolicyError::UnknownArtifactsFrom { .. },
         ) => {}
-        Err(e) => out.push(Severity::Error, "", format!("policy does not load: {}", crate::display_chain(&e))),
+        Err(e) => out.push(
+            Severity::Error,
+            "",
+            format!("policy does not load: {}", crate::display_chain(&e)),
+        ),
     }
 }

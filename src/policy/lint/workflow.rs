@@ -65,7 +65,11 @@ impl Workflow {
             if !is_run {
                 continue;
             }
-            let listed = step.with.get("attestations").and_then(|v| v.as_str()).unwrap_or("");
+            let listed = step
+                .with
+                .get("attestations")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             let attestors = listed
                 .split([' ', ','])
                 .filter(|s| !s.is_empty())
@@ -83,7 +87,11 @@ impl Workflow {
         for (key, step) in &document.steps {
             let at = format!("steps.{key}");
             let Some(attestors) = self.runs.get(key) else {
-                out.push(Severity::Error, &at, format!("the workflow has no cilock/witness run for step {key:?}"));
+                out.push(
+                    Severity::Error,
+                    &at,
+                    format!("the workflow has no cilock/witness run for step {key:?}"),
+                );
                 continue;
             };
             for (i, attestation) in step.attestations.iter().enumerate() {
@@ -104,7 +112,11 @@ impl Workflow {
                 out.push(
                     Severity::Error,
                     format!("{at}.attestations[{i}]"),
-                    format!("step {key:?} requires {} but its run records only {}: {hint}", attestation.kind, join(attestors)),
+                    format!(
+                        "step {key:?} requires {} but its run records only {}: {hint}",
+                        attestation.kind,
+                        join(attestors)
+                    ),
                 );
             }
         }
@@ -112,7 +124,11 @@ impl Workflow {
 }
 
 fn join(attestors: &BTreeSet<String>) -> String {
-    attestors.iter().map(String::as_str).collect::<Vec<_>>().join(" ")
+    attestors
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether a run with `attestors` records an attestation of type `kind`.
