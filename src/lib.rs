@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod dsse;
 pub mod encoding;
 pub mod evidence;
+pub mod image;
 pub mod intoto;
 pub mod policy;
 
