@@ -3,6 +3,8 @@
 //!
 //! Run by hand: `cargo bench --bench verify`. Not part of CI, which builds one profile only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 
 use attestgate::crypto::PublicKey;

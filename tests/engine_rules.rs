@@ -2,6 +2,8 @@
 //! openssl (an implementation independent of ours). Each negative case changes one thing from a
 //! passing baseline and asserts the verdict and the reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -533,6 +535,9 @@ fn an_unknown_subject_finds_nothing() {
         .all(|s| s["rejected"].as_array().unwrap().is_empty()));
 }
 
+/// A subject as (name, algorithm, value).
+type Subject = (String, &'static str, String);
+
 #[test]
 fn back_reference_chains_deeper_than_witness_rounds_are_followed() {
     // image -> deploy (pipeline A) -> build (commit) -> scan (pipeline B) -> sign: four hops,
@@ -549,7 +554,7 @@ fn back_reference_chains_deeper_than_witness_rounds_are_followed() {
     );
     let gh = |url: &str| (t("github"), json!({"pipelineurl": url}));
     let sub = |kind: &str, local: &str| format!("{WITNESS}/{kind}/v0.1/{local}");
-    let steps: Vec<(&str, Vec<(String, &str, String)>)> = vec![
+    let steps: Vec<(&str, Vec<Subject>)> = vec![
         (
             "deploy",
             vec![

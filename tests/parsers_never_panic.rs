@@ -1,6 +1,8 @@
 //! Property tests: arbitrary bytes through every parser of untrusted input give an error or a
 //! value, never a panic. Inputs are both random bytes and mutations of real-shaped documents.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use attestgate::dsse::DecodedEnvelope;
 use attestgate::intoto::{Collection, Statement};
 use attestgate::policy::document::PolicyDocument;

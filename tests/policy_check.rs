@@ -1,12 +1,15 @@
 //! `attestgate policy check` on the tutorial's policy and on policies made to trip each rule.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{attestgate, b64, KeyKind, OpensslKey, POLICY_TYPE};
 use serde_json::json;
 
 fn findings(run: &common::Run) -> Vec<(String, String, String)> {
-    let value: serde_json::Value = serde_json::from_str(&run.stdout).expect(&run.text());
+    let value: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{}", run.text()));
     value["findings"]
         .as_array()
         .unwrap()

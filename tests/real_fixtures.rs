@@ -2,6 +2,8 @@
 //! and never copied into this repository. Each test says which SOURCES.md case it checks; where
 //! ../shared is absent the tests print that they were skipped.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{attestgate, KeyKind, OpensslKey, POLICY_TYPE};

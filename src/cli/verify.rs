@@ -6,11 +6,12 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use super::{Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
-use crate::crypto::PublicKey;
+use crate::crypto::{Certificate, PublicKey};
 use crate::encoding::sha256_hex;
 use crate::evidence::FileSource;
 use crate::policy::{
-    parse_subject, verify, PolicyOptions, PolicyTrust, SignedPolicy, Verification, VerifyOptions,
+    parse_subject, verify, PolicyOptions, PolicySignerIdentity, PolicyTrust, SignedPolicy,
+    Verification, VerifyOptions,
 };
 
 /// Flags of `attestgate verify`.
@@ -22,6 +23,9 @@ pub struct VerifyArgs {
     /// Public key that signs the policy.
     #[arg(short = 'k', long = "publickey")]
     publickey: Vec<PathBuf>,
+    /// Certificate policy signers: CA roots, identity constraints, timestamp authorities.
+    #[command(flatten)]
+    policy_signer: Box<PolicySignerArgs>,
     /// An evidence envelope (repeatable).
     #[arg(short = 'a', long = "attestations")]
     attestations: Vec<PathBuf>,
@@ -31,7 +35,8 @@ pub struct VerifyArgs {
     /// A file whose SHA-256 is a subject.
     #[arg(short = 'f', long = "artifactfile")]
     artifactfile: Option<PathBuf>,
-    /// Judge expiry at this RFC 3339 time instead of now (audits of the past).
+    /// Verify as of this RFC 3339 time instead of now (audits of the past): policy expiry, and
+    /// certificate chains that no timestamp authority dates.
     #[arg(long)]
     now: Option<String>,
     /// The public key of a KMS key reference the policy names, as `URI=PEMFILE` (repeatable).
@@ -43,6 +48,45 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+}
+
+/// Flags that trust certificate policy signers, as `witness verify` names them.
+#[derive(Debug, Args)]
+struct PolicySignerArgs {
+    /// CA certificate (PEM file) trusted to issue policy signer certificates; it need not be
+    /// self-signed (repeatable). A certificate signer is accepted only when at least one
+    /// --policy-commonname/-dns-names/-emails/-organizations/-uris flag is given (go-witness
+    /// v0.12).
+    #[arg(long = "policy-ca-roots", alias = "policy-ca", value_name = "PEMFILE")]
+    policy_ca_roots: Vec<PathBuf>,
+    /// Untrusted intermediate certificate (PEM file) for policy signer chains (repeatable).
+    #[arg(long = "policy-ca-intermediates", value_name = "PEMFILE")]
+    policy_ca_intermediates: Vec<PathBuf>,
+    /// Common name the policy signer certificate must have [default: *, once any identity flag
+    /// is given]. `*` allows any; an empty value requires no common name.
+    #[arg(long = "policy-commonname")]
+    policy_commonname: Option<String>,
+    /// DNS SANs the policy signer certificate must have, exactly (comma-separated) [default: *,
+    /// once any identity flag is given]. A sole `*` allows any; '' requires none.
+    #[arg(long = "policy-dns-names", value_delimiter = ',')]
+    policy_dns_names: Vec<String>,
+    /// E-mail SANs the policy signer certificate must have, exactly (comma-separated) [default:
+    /// *, once any identity flag is given]. A sole `*` allows any; '' requires none.
+    #[arg(long = "policy-emails", value_delimiter = ',')]
+    policy_emails: Vec<String>,
+    /// Organizations the policy signer certificate must have, exactly (comma-separated)
+    /// [default: *, once any identity flag is given]. A sole `*` allows any; '' requires none.
+    #[arg(long = "policy-organizations", value_delimiter = ',')]
+    policy_organizations: Vec<String>,
+    /// URI SANs the policy signer certificate must have, exactly (comma-separated) [default: *,
+    /// once any identity flag is given]. A sole `*` allows any; '' requires none.
+    #[arg(long = "policy-uris", value_delimiter = ',')]
+    policy_uris: Vec<String>,
+    /// Certificate (PEM file) of a timestamp authority for the policy signature (repeatable).
+    /// With one given, a certificate policy signer needs a valid RFC 3161 timestamp from it and
+    /// its chain is checked at the timestamp's time instead of now.
+    #[arg(long = "policy-timestamp-servers", value_name = "PEMFILE")]
+    policy_timestamp_servers: Vec<PathBuf>,
 }
 
 /// Runs the command and returns its exit code.
@@ -91,19 +135,7 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
     };
     let seeds = seeds(args)?;
 
-    let mut trust = PolicyTrust::default();
-    for path in &args.publickey {
-        let pem = read(path)?;
-        let key = PublicKey::from_pem(&pem).map_err(|e| {
-            Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e)))
-        })?;
-        trust.add_key(key);
-    }
-    if trust.is_empty() {
-        return Err(Failure::Usage(
-            "no policy signer given: use -k/--publickey".into(),
-        ));
-    }
+    let trust = policy_trust(args, now)?;
 
     let mut options = PolicyOptions {
         type_aliases: !args.exact_types,
@@ -141,6 +173,69 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
     runtime
         .block_on(verify(&signed, &source, &seeds, &VerifyOptions { now }))
         .map_err(|e| Failure::Unreachable(crate::display_chain(&e)))
+}
+
+/// The operator's trust in the policy signer: keys, CA roots with identity constraints, and
+/// timestamp authorities.
+fn policy_trust(args: &VerifyArgs, now: OffsetDateTime) -> Result<PolicyTrust, Failure> {
+    let mut trust = PolicyTrust::default();
+    trust.set_verification_time(now);
+    for path in &args.publickey {
+        let pem = read(path)?;
+        let key = PublicKey::from_pem(&pem).map_err(|e| {
+            Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e)))
+        })?;
+        trust.add_key(key);
+    }
+    let signer = &args.policy_signer;
+    for path in &signer.policy_ca_roots {
+        trust.add_ca_root(certificate(path)?);
+    }
+    for path in &signer.policy_ca_intermediates {
+        trust.add_ca_intermediate(certificate(path)?);
+    }
+    for path in &signer.policy_timestamp_servers {
+        trust.add_timestamp_authority(path.display().to_string(), certificate(path)?);
+    }
+    if trust.is_empty() {
+        return Err(Failure::Usage(
+            "no policy signer given: use -k/--publickey or --policy-ca-roots".into(),
+        ));
+    }
+
+    // go-witness v0.12 trusts a certificate policy signer only under explicit identity
+    // constraints; the flags left out then default to witness's `*`.
+    let explicit = signer.policy_commonname.is_some()
+        || !signer.policy_dns_names.is_empty()
+        || !signer.policy_emails.is_empty()
+        || !signer.policy_organizations.is_empty()
+        || !signer.policy_uris.is_empty();
+    if explicit {
+        let defaults = PolicySignerIdentity::default();
+        let or = |given: &[String], default: Vec<String>| {
+            if given.is_empty() {
+                default
+            } else {
+                given.to_vec()
+            }
+        };
+        trust.set_signer_identity(PolicySignerIdentity {
+            common_name: signer
+                .policy_commonname
+                .clone()
+                .unwrap_or(defaults.common_name),
+            dns_names: or(&signer.policy_dns_names, defaults.dns_names),
+            emails: or(&signer.policy_emails, defaults.emails),
+            organizations: or(&signer.policy_organizations, defaults.organizations),
+            uris: or(&signer.policy_uris, defaults.uris),
+        });
+    }
+    Ok(trust)
+}
+
+fn certificate(path: &PathBuf) -> Result<Certificate, Failure> {
+    Certificate::from_pem(&read(path)?)
+        .map_err(|e| Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e))))
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, Failure> {

@@ -3,6 +3,10 @@
 
 mod envelope;
 mod keys;
+mod timestamp;
+mod x509;
 
 pub use envelope::{verify_envelope, EnvelopeTrust, SignatureCheck, VerifiedSigner};
 pub use keys::{keyid_of_spki_der, KeyError, KeyId, PublicKey};
+pub use timestamp::{verify_timestamp, TimestampAuthority, TimestampError};
+pub use x509::{CertIdentity, Certificate, ChainError, FulcioField, X509Error};

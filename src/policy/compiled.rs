@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::document::{Functionary, PolicyDocument};
+use super::document::{Functionary, PolicyDocument, Root};
+use super::glob::{Glob, GlobError};
 use super::rego::{RegoError, RegoModules, DEFAULT_REGO_TIME_LIMIT};
-use crate::crypto::{EnvelopeTrust, KeyError, KeyId, PublicKey};
+use crate::crypto::{
+    Certificate, EnvelopeTrust, FulcioField, KeyError, KeyId, PublicKey, TimestampAuthority,
+    X509Error,
+};
 use crate::encoding::decode_base64;
 
 /// KMS URI schemes whose key ids are the URI itself rather than a key hash.
@@ -76,6 +80,50 @@ pub enum PolicyError {
         /// The key as written.
         name: String,
     },
+    /// Two `certConstraint.extensions` keys name the same Fulcio field (`Issuer` and `issuer`);
+    /// Go would keep one of them silently.
+    #[error(
+        "step {step:?} constrains certificate extension {field} twice ({first:?} and {second:?})"
+    )]
+    DuplicateExtension {
+        /// The step.
+        step: String,
+        /// The Fulcio field.
+        field: &'static str,
+        /// One key as written.
+        first: String,
+        /// The other key as written.
+        second: String,
+    },
+    /// A `certConstraint.extensions` value is not a valid glob (upstream panics on it).
+    #[error("step {step:?} constrains certificate extension {name:?} with an invalid pattern")]
+    ExtensionPattern {
+        /// The step.
+        step: String,
+        /// The key as written.
+        name: String,
+        /// Why the pattern is invalid.
+        #[source]
+        source: GlobError,
+    },
+    /// A `roots` entry's certificate or intermediate cannot be read.
+    #[error("policy root {id:?} cannot be loaded")]
+    Root {
+        /// The root's id.
+        id: String,
+        /// The cause.
+        #[source]
+        source: X509Error,
+    },
+    /// A `timestampauthorities` entry's certificate or intermediate cannot be read.
+    #[error("policy timestamp authority {id:?} cannot be loaded")]
+    TimestampAuthority {
+        /// The authority's id.
+        id: String,
+        /// The cause.
+        #[source]
+        source: X509Error,
+    },
 }
 
 /// Knobs of how a policy is prepared and applied.
@@ -132,7 +180,8 @@ pub struct Policy {
     pub expires: Option<OffsetDateTime>,
     /// Steps by name.
     pub steps: BTreeMap<String, CompiledStep>,
-    /// The trust evidence envelopes are checked with: every policy key.
+    /// The trust evidence envelopes are checked with: every policy key, every root with the
+    /// intermediates of all roots, and every timestamp authority.
     pub evidence_trust: EnvelopeTrust,
     /// How the policy is applied.
     pub options: PolicyOptions,
@@ -156,7 +205,8 @@ impl Policy {
             None => None,
             Some(text) => Some(parse_time(text).ok_or_else(|| PolicyError::Expires(text.clone()))?),
         };
-        let evidence_trust = load_keys(&document, &options.kms_keys)?;
+        let mut evidence_trust = load_keys(&document, &options.kms_keys)?;
+        load_roots(&document, &mut evidence_trust)?;
 
         let mut steps = BTreeMap::new();
         for (key, step) in &document.steps {
@@ -169,6 +219,7 @@ impl Policy {
             if step.attestations.is_empty() {
                 return Err(PolicyError::NoAttestations(key.clone()));
             }
+            check_extension_constraints(key, &step.functionaries)?;
             if let Some(from) = step
                 .artifacts_from
                 .iter()
@@ -255,6 +306,75 @@ fn load_keys(
     Ok(trust)
 }
 
+/// Parses `roots` and `timestampauthorities` into `trust`; any unreadable certificate is a hard
+/// error, as in witness.
+fn load_roots(document: &PolicyDocument, trust: &mut EnvelopeTrust) -> Result<(), PolicyError> {
+    for (id, root) in &document.roots {
+        let (certificate, intermediates) =
+            root_certificates(root).map_err(|source| PolicyError::Root {
+                id: id.clone(),
+                source,
+            })?;
+        trust.add_root(id.clone(), certificate, intermediates);
+    }
+    for (id, authority) in &document.timestampauthorities {
+        let (certificate, mut anchors) =
+            root_certificates(authority).map_err(|source| PolicyError::TimestampAuthority {
+                id: id.clone(),
+                source,
+            })?;
+        // The authority's certificate and its intermediates are all anchors.
+        anchors.insert(0, certificate);
+        trust.add_timestamp_authority(TimestampAuthority::new(id.clone(), anchors));
+    }
+    Ok(())
+}
+
+fn root_certificates(root: &Root) -> Result<(Certificate, Vec<Certificate>), X509Error> {
+    let certificate = Certificate::from_base64_pem(&root.certificate)?;
+    let intermediates = root
+        .intermediates
+        .iter()
+        .map(|i| Certificate::from_base64_pem(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((certificate, intermediates))
+}
+
+/// Every `certConstraint.extensions` key must name a Fulcio field (Go field name in any case,
+/// or snake_case), at most once, with a valid glob.
+fn check_extension_constraints(
+    step: &str,
+    functionaries: &[Functionary],
+) -> Result<(), PolicyError> {
+    for constraint in functionaries
+        .iter()
+        .filter_map(|f| f.cert_constraint.as_ref())
+    {
+        let mut seen: BTreeMap<FulcioField, &String> = BTreeMap::new();
+        for (name, pattern) in &constraint.extensions {
+            let field =
+                FulcioField::from_key(name).ok_or_else(|| PolicyError::UnknownExtension {
+                    step: step.to_string(),
+                    name: name.clone(),
+                })?;
+            if let Some(first) = seen.insert(field, name) {
+                return Err(PolicyError::DuplicateExtension {
+                    step: step.to_string(),
+                    field: field.name(),
+                    first: first.clone(),
+                    second: name.clone(),
+                });
+            }
+            Glob::new(pattern).map_err(|source| PolicyError::ExtensionPattern {
+                step: step.to_string(),
+                name: name.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn embedded_key(keyid: &str, key: &str) -> Result<PublicKey, PolicyError> {
     let key_error = |source| PolicyError::PublicKey {
         keyid: keyid.to_string(),
@@ -267,4 +387,92 @@ fn embedded_key(keyid: &str, key: &str) -> Result<PublicKey, PolicyError> {
 /// Parses an RFC 3339 time; `None` when it is not one.
 pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TSA_ROOT: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/vectors/_material/tsa/dev-tsa-root.pem"
+    );
+
+    fn compile(
+        extra: serde_json::Value,
+        extensions: serde_json::Value,
+    ) -> Result<Policy, PolicyError> {
+        let mut doc = serde_json::json!({
+            "expires": "2030-01-01T00:00:00Z",
+            "steps": {"build": {
+                "name": "build",
+                "functionaries": [{"type": "root", "certConstraint": {
+                    "commonname": "*", "roots": ["*"], "extensions": extensions
+                }}],
+                "attestations": [{"type": "https://witness.dev/attestations/product/v0.1"}]
+            }}
+        });
+        if let (Some(doc), Some(extra)) = (doc.as_object_mut(), extra.as_object()) {
+            doc.extend(extra.clone());
+        }
+        let document = PolicyDocument::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        Policy::compile(document, PolicyOptions::default())
+    }
+
+    fn no_extra() -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    #[test]
+    fn extension_keys_accept_go_and_snake_spellings_once() {
+        let both =
+            serde_json::json!({"issuer": "x", "SourceRepositoryURI": "y", "build_config_uri": "*"});
+        assert!(compile(no_extra(), both).is_ok());
+
+        let unknown = compile(no_extra(), serde_json::json!({"Repository": "x"}));
+        assert!(
+            matches!(&unknown, Err(PolicyError::UnknownExtension { name, .. }) if name == "Repository"),
+            "{unknown:?}"
+        );
+        let twice = compile(
+            no_extra(),
+            serde_json::json!({"Issuer": "a", "issuer": "b"}),
+        );
+        assert!(
+            matches!(
+                twice,
+                Err(PolicyError::DuplicateExtension {
+                    field: "Issuer",
+                    ..
+                })
+            ),
+            "{twice:?}"
+        );
+        let invalid = compile(no_extra(), serde_json::json!({"Issuer": "{a,b"}));
+        assert!(
+            matches!(invalid, Err(PolicyError::ExtensionPattern { .. })),
+            "{invalid:?}"
+        );
+    }
+
+    #[test]
+    fn roots_and_timestamp_authorities_must_parse() {
+        let pem = crate::encoding::encode_base64(&std::fs::read(TSA_ROOT).unwrap());
+        let good = serde_json::json!({"timestampauthorities": {"tsa": {"certificate": pem}}});
+        assert!(compile(good, no_extra()).is_ok());
+
+        let bad_tsa = serde_json::json!({"timestampauthorities": {"tsa": {"certificate": pem, "intermediates": ["AAAA"]}}});
+        let err = compile(bad_tsa, no_extra());
+        assert!(
+            matches!(&err, Err(PolicyError::TimestampAuthority { id, .. }) if id == "tsa"),
+            "{err:?}"
+        );
+
+        let empty_root = serde_json::json!({"roots": {"r": {"certificate": ""}}});
+        let err = compile(empty_root, no_extra());
+        assert!(
+            matches!(&err, Err(PolicyError::Root { id, .. }) if id == "r"),
+            "{err:?}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 mod compiled;
 pub mod document;
 mod functionary;
+mod glob;
 pub mod lint;
 pub mod rego;
 mod result;
@@ -12,6 +13,7 @@ mod verify;
 
 pub use compiled::parse_time as parse_rfc3339;
 pub use compiled::{CompiledAttestation, CompiledStep, Policy, PolicyError, PolicyOptions};
+pub use glob::GlobError;
 pub use result::{PassedCollection, Reason, Rejected, StepResult, Verification};
-pub use signed::{PolicyTrust, SignedPolicy, SignedPolicyError};
+pub use signed::{PolicySignerIdentity, PolicyTrust, SignedPolicy, SignedPolicyError};
 pub use verify::{parse_subject, verify, VerifyOptions};

@@ -3,16 +3,74 @@
 //! Trust in the policy signer comes from the operator (flags or admin-owned config), never
 //! from the policy itself.
 
+use time::OffsetDateTime;
+
 use super::compiled::{Policy, PolicyError, PolicyOptions};
-use super::document::PolicyDocument;
-use crate::crypto::{verify_envelope, EnvelopeTrust, KeyId, PublicKey, VerifiedSigner};
+use super::document::{CertConstraint, PolicyDocument};
+use super::functionary::constraint_failures;
+use crate::crypto::{
+    verify_envelope, Certificate, EnvelopeTrust, KeyId, PublicKey, TimestampAuthority,
+    VerifiedSigner,
+};
 use crate::dsse::{DecodedEnvelope, EnvelopeError, POLICY_PAYLOAD_TYPES};
 use crate::encoding::sha256_hex;
 
-/// Who may sign the policy.
+/// Who may sign the policy: bare keys, and certificates under operator-chosen CA roots whose
+/// identity meets operator-chosen constraints.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyTrust {
     keys: EnvelopeTrust,
+    ca_roots: usize,
+    identity: Option<PolicySignerIdentity>,
+    time: Option<OffsetDateTime>,
+}
+
+/// Identity constraints on a certificate policy signer, matched with the certificate constraint
+/// rules of a functionary (a sole `*` allows any value; `[""]` requires none).
+///
+/// go-witness v0.12 accepts a certificate policy signer only when such constraints were
+/// configured explicitly; chaining to a trusted CA alone is not enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySignerIdentity {
+    /// Subject common name.
+    pub common_name: String,
+    /// SAN DNS names.
+    pub dns_names: Vec<String>,
+    /// SAN e-mail addresses.
+    pub emails: Vec<String>,
+    /// Subject organizations.
+    pub organizations: Vec<String>,
+    /// SAN URIs.
+    pub uris: Vec<String>,
+}
+
+impl Default for PolicySignerIdentity {
+    /// witness's flag defaults: `*` everywhere.
+    fn default() -> Self {
+        let any = || vec!["*".to_string()];
+        Self {
+            common_name: "*".into(),
+            dns_names: any(),
+            emails: any(),
+            organizations: any(),
+            uris: any(),
+        }
+    }
+}
+
+impl PolicySignerIdentity {
+    fn constraint(&self) -> CertConstraint {
+        CertConstraint {
+            commonname: self.common_name.clone(),
+            dnsnames: self.dns_names.clone(),
+            emails: self.emails.clone(),
+            organizations: self.organizations.clone(),
+            uris: self.uris.clone(),
+            // The operator's CA roots are the only roots in play: any of them will do.
+            roots: vec!["*".into()],
+            ..CertConstraint::default()
+        }
+    }
 }
 
 impl PolicyTrust {
@@ -21,9 +79,73 @@ impl PolicyTrust {
         self.keys.add_key(key.keyid(), key);
     }
 
+    /// Trusts a CA root for certificate policy signers (`--policy-ca-roots`). It need not be
+    /// self-signed.
+    pub fn add_ca_root(&mut self, certificate: Certificate) {
+        self.ca_roots += 1;
+        let id = certificate
+            .keyid()
+            .map(|k| k.0)
+            .unwrap_or_else(|_| format!("policy-ca-root-{}", self.ca_roots));
+        self.keys.add_root(id, certificate, Vec::new());
+    }
+
+    /// Adds an untrusted intermediate for certificate policy signers
+    /// (`--policy-ca-intermediates`).
+    pub fn add_ca_intermediate(&mut self, certificate: Certificate) {
+        self.keys.add_intermediate(certificate);
+    }
+
+    /// Trusts a timestamp authority for the policy signature (`--policy-timestamp-servers`);
+    /// from then on a certificate policy signer needs a timestamp from one of them.
+    pub fn add_timestamp_authority(&mut self, name: impl Into<String>, certificate: Certificate) {
+        self.keys
+            .add_timestamp_authority(TimestampAuthority::new(name, vec![certificate]));
+    }
+
+    /// Sets the identity a certificate policy signer must have. Without it, certificate signers
+    /// are refused.
+    pub fn set_signer_identity(&mut self, identity: PolicySignerIdentity) {
+        self.identity = Some(identity);
+    }
+
+    /// Sets the time certificate chains are checked at when no timestamp authority is trusted
+    /// (default: the current time when the policy is loaded).
+    pub fn set_verification_time(&mut self, now: OffsetDateTime) {
+        self.time = Some(now);
+    }
+
     /// Whether nothing is trusted (every policy would be refused).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Whether the policy trusts `signer`: every bare key that verified, and a certificate
+    /// whose identity meets the configured constraints. `Err` says why a signer is refused.
+    fn accepts(&self, signer: &VerifiedSigner) -> Result<(), String> {
+        let VerifiedSigner::Certificate {
+            keyid,
+            identity,
+            roots,
+            ..
+        } = signer
+        else {
+            return Ok(());
+        };
+        let Some(wanted) = &self.identity else {
+            return Err(format!(
+                "certificate signer {keyid} is refused: no identity constraint is configured for certificate policy signers"
+            ));
+        };
+        let failures = constraint_failures(&wanted.constraint(), identity, roots);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "certificate signer {keyid} does not meet the policy signer constraints: {}",
+                failures.join("; ")
+            ))
+        }
     }
 }
 
@@ -82,9 +204,17 @@ impl SignedPolicy {
             return Err(SignedPolicyError::PayloadType(payload_type.clone()));
         }
 
-        let check = verify_envelope(&envelope, &trust.keys);
-        if check.verified.is_empty() {
-            let mut failures = check.failures;
+        let now = trust.time.unwrap_or_else(OffsetDateTime::now_utc);
+        let check = verify_envelope(&envelope, &trust.keys, now);
+        let mut failures = check.failures;
+        let mut signers = Vec::new();
+        for signer in check.verified {
+            match trust.accepts(&signer) {
+                Ok(()) => signers.push(signer),
+                Err(reason) => failures.push(reason),
+            }
+        }
+        if signers.is_empty() {
             if trust.is_empty() {
                 failures.push("no policy signer is trusted".into());
             }
@@ -97,7 +227,7 @@ impl SignedPolicy {
         Ok(Self {
             policy,
             digest: sha256_hex(bytes),
-            signers: check.verified,
+            signers,
         })
     }
 

@@ -28,7 +28,8 @@ const MAX_ROUNDS: usize = 64;
 /// Inputs of one verification besides the policy and the evidence.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// The time at which the policy's expiry is judged.
+    /// The verification time: the policy's expiry, and certificate chains that no trusted
+    /// timestamp dates, are judged at it.
     pub now: OffsetDateTime,
 }
 
@@ -103,7 +104,7 @@ pub async fn verify<S: EvidenceSource>(
         .keys()
         .map(|k| (k.as_str(), StepState::default()))
         .collect();
-    search(policy, source, seeds, &mut states).await?;
+    search(policy, source, seeds, options.now, &mut states).await?;
     check_artifacts_from(policy, &mut states);
 
     verification.steps = states
@@ -123,6 +124,7 @@ async fn search<S: EvidenceSource>(
     policy: &Policy,
     source: &S,
     seeds: &[String],
+    now: OffsetDateTime,
     states: &mut BTreeMap<&str, StepState>,
 ) -> Result<(), SourceError> {
     let mut digests: BTreeSet<String> = seeds.iter().cloned().collect();
@@ -152,7 +154,7 @@ async fn search<S: EvidenceSource>(
                 if !seen.insert(candidate.reference.clone()) {
                     continue;
                 }
-                match check_candidate(policy, step, &candidate) {
+                match check_candidate(policy, step, &candidate, now) {
                     Ok(accepted) => {
                         digests.extend(accepted.back_references);
                         state.accepted.push(accepted.accepted);
@@ -182,6 +184,7 @@ fn check_candidate(
     policy: &Policy,
     step: &CompiledStep,
     candidate: &Candidate,
+    now: OffsetDateTime,
 ) -> Result<CheckedCandidate, Vec<Reason>> {
     let one = |r: Reason| vec![r];
 
@@ -199,7 +202,7 @@ fn check_candidate(
             ),
         }));
     }
-    let signatures = verify_envelope(&envelope, &policy.evidence_trust);
+    let signatures = verify_envelope(&envelope, &policy.evidence_trust, now);
     if signatures.verified.is_empty() {
         return Err(one(Reason::Signature {
             failures: signatures.failures,
