@@ -65,11 +65,15 @@ type stderrLogger struct{ debug bool }
 func (l stderrLogger) Errorf(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "ERROR "+format+"\n", args...)
 }
-func (l stderrLogger) Error(args ...interface{}) { fmt.Fprintln(os.Stderr, append([]interface{}{"ERROR"}, args...)...) }
+func (l stderrLogger) Error(args ...interface{}) {
+	fmt.Fprintln(os.Stderr, append([]interface{}{"ERROR"}, args...)...)
+}
 func (l stderrLogger) Warnf(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "WARN  "+format+"\n", args...)
 }
-func (l stderrLogger) Warn(args ...interface{}) { fmt.Fprintln(os.Stderr, append([]interface{}{"WARN "}, args...)...) }
+func (l stderrLogger) Warn(args ...interface{}) {
+	fmt.Fprintln(os.Stderr, append([]interface{}{"WARN "}, args...)...)
+}
 func (l stderrLogger) Debugf(format string, args ...interface{}) {
 	if l.debug {
 		fmt.Fprintf(os.Stderr, "DEBUG "+format+"\n", args...)
@@ -83,7 +87,9 @@ func (l stderrLogger) Debug(args ...interface{}) {
 func (l stderrLogger) Infof(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "INFO  "+format+"\n", args...)
 }
-func (l stderrLogger) Info(args ...interface{}) { fmt.Fprintln(os.Stderr, append([]interface{}{"INFO "}, args...)...) }
+func (l stderrLogger) Info(args ...interface{}) {
+	fmt.Fprintln(os.Stderr, append([]interface{}{"INFO "}, args...)...)
+}
 
 const usage = `usage: %[1]s <command> [flags]
 

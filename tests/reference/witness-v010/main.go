@@ -1,0 +1,1 @@
+../witness-v012/main.go
