@@ -435,8 +435,11 @@ impl Case {
         std::fs::write(self.dir.path().join("evidence.json"), evidence).unwrap();
         let public = self.key.public.to_str().unwrap().to_string();
         let subject = format!("sha256:{SUBJECT}");
+        // These cases exercise witness's chain rules, including checking at the verification
+        // time without a timestamp authority, which attestgate does only when asked.
         let mut args = vec![
             "verify",
+            "--allow-untimestamped-certificates",
             "-v",
             "-p",
             "policy.json",
@@ -509,6 +512,42 @@ fn baseline_passes_with_and_without_a_timestamp_authority() {
         &policy(functionary(), "root", true),
         &pki.evidence("leaf", &[&pki.token_cms_good]),
     ));
+}
+
+#[test]
+fn without_a_timestamp_authority_certificate_evidence_is_refused_by_default() {
+    let pki = Pki::get();
+    let case = Case::new();
+    std::fs::write(
+        case.dir.path().join("policy.json"),
+        case.key.envelope(
+            POLICY_TYPE,
+            &serde_json::to_vec(&policy(functionary(), "root", false)).unwrap(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        case.dir.path().join("evidence.json"),
+        pki.evidence("leaf", &[]),
+    )
+    .unwrap();
+    let subject = format!("sha256:{SUBJECT}");
+    let public = case.key.public.to_str().unwrap().to_string();
+    let run = attestgate(
+        case.dir.path(),
+        [
+            "verify",
+            "-p",
+            "policy.json",
+            "-k",
+            &public,
+            "-a",
+            "evidence.json",
+            "-s",
+            &subject,
+        ],
+    );
+    assert_fails_with(&run, "no timestamp authority is trusted");
 }
 
 #[test]
@@ -808,6 +847,7 @@ fn verify_ca_signed(dir: &Path, flags: &[&str]) -> Run {
     let subject = format!("sha256:{SUBJECT}");
     let mut args = vec![
         "verify",
+        "--allow-untimestamped-certificates",
         "-p",
         "policy.json",
         "-a",
@@ -1044,7 +1084,18 @@ fn real_e2_wrong_ca_is_rejected() {
 #[test]
 fn real_e3_without_a_timestamp_authority_the_leaf_has_expired() {
     let Some(dir) = real_set_03() else { return };
+    // By default a certificate signature without a trusted time does not count at all.
     let mut flags = vec!["--policy-ca-roots", "fulcio_v1.crt.pem"];
+    flags.extend(STARS);
+    let run = verify_real(&dir, &flags);
+    assert_fails_with(&run, "no trusted time");
+
+    // witness's rule, asked for: the chain is checked now, when the leaf has long expired.
+    let mut flags = vec![
+        "--allow-untimestamped-certificates",
+        "--policy-ca-roots",
+        "fulcio_v1.crt.pem",
+    ];
     flags.extend(STARS);
     let run = verify_real(&dir, &flags);
     assert_fails_with(&run, "certificate expired at 2024-02-19T18:54:08Z");

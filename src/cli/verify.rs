@@ -42,6 +42,11 @@ pub struct VerifyArgs {
     /// The public key of a KMS key reference the policy names, as `URI=PEMFILE` (repeatable).
     #[arg(long = "kms-key", value_name = "URI=PEMFILE")]
     kms_keys: Vec<String>,
+    /// Let certificate signers without a trusted timestamp count when no timestamp authority is
+    /// trusted, checking their chain at the verification time (witness's behaviour). Off by
+    /// default: without a trusted time nothing says when the signature was made.
+    #[arg(long)]
+    allow_untimestamped_certificates: bool,
     /// Require attestation types to match exactly, without the witness.dev/aflock.ai aliases.
     #[arg(long)]
     exact_types: bool,
@@ -139,6 +144,7 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
 
     let mut options = PolicyOptions {
         type_aliases: !args.exact_types,
+        untimestamped_certificates: args.allow_untimestamped_certificates,
         ..PolicyOptions::default()
     };
     for spec in &args.kms_keys {
@@ -179,6 +185,7 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
 /// timestamp authorities.
 fn policy_trust(args: &VerifyArgs, now: OffsetDateTime) -> Result<PolicyTrust, Failure> {
     let mut trust = PolicyTrust::default();
+    trust.allow_untimestamped_certificates(args.allow_untimestamped_certificates);
     trust.set_verification_time(now);
     for path in &args.publickey {
         let pem = read(path)?;

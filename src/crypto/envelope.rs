@@ -6,9 +6,10 @@
 //!    included (a witness quirk kept on purpose: accepting it would pass what witness fails).
 //! 2. A certificate signer counts when the signature verifies with the leaf's key and the leaf
 //!    chains through the signature's intermediates and the trusted intermediates to a trusted
-//!    root: at the verification time when no timestamp authority is trusted, otherwise at the
-//!    `genTime` of each timestamp that one of the authorities vouches for. With authorities
-//!    trusted, a certificate signature without a valid timestamp counts nothing.
+//!    root at the `genTime` of each timestamp that one of the trusted authorities vouches for; a
+//!    certificate signature without a valid timestamp counts nothing. With no authority trusted
+//!    it counts nothing either (cilock's rule), unless checking the chain at the verification
+//!    time has been allowed explicitly (witness's rule).
 //! 3. Every trusted bare key is tried too; timestamps do not matter for them.
 //!
 //! The signature's `keyid` is only a hint that orders the bare-key attempts. Which signer may
@@ -33,9 +34,18 @@ pub struct EnvelopeTrust {
     roots: Vec<(String, Certificate)>,
     intermediates: Vec<Certificate>,
     timestamp_authorities: Vec<TimestampAuthority>,
+    untimestamped_certificates: bool,
 }
 
 impl EnvelopeTrust {
+    /// Whether a certificate signer may count without a trusted timestamp when no timestamp
+    /// authority is trusted, its chain then checked at the verification time (witness's
+    /// behaviour). Off by default, as in cilock: without a trusted time, nothing says when the
+    /// signature was made, and a certificate valid today may not have been when it signed.
+    pub fn allow_untimestamped_certificates(&mut self, allow: bool) {
+        self.untimestamped_certificates = allow;
+    }
+
     /// Adds a trusted key under `keyid`.
     pub fn add_key(&mut self, keyid: KeyId, key: PublicKey) {
         let der = key.spki_der();
@@ -277,7 +287,13 @@ fn trusted_times(
     now: OffsetDateTime,
 ) -> Result<Vec<(OffsetDateTime, Option<String>)>, String> {
     if trust.timestamp_authorities.is_empty() {
-        return Ok(vec![(now, None)]);
+        if trust.untimestamped_certificates {
+            return Ok(vec![(now, None)]);
+        }
+        return Err(
+            "no timestamp authority is trusted, so the signature has no trusted time (checking certificates at verification time is not enabled)"
+                .into(),
+        );
     }
     if signature.timestamps.is_empty() {
         return Err(
@@ -374,11 +390,24 @@ mod tests {
     }
 
     #[test]
-    fn without_authorities_the_chain_is_checked_at_now() {
+    fn without_authorities_a_certificate_signer_counts_only_when_allowed() {
         let check = verify_envelope(&d09(), &trust(false), at("2027-01-01T00:00:00Z"));
+        assert!(check.verified.is_empty());
+        assert!(
+            check.failures[0].contains("no trusted time"),
+            "{:?}",
+            check.failures
+        );
+    }
+
+    #[test]
+    fn when_allowed_without_authorities_the_chain_is_checked_at_now() {
+        let mut trust = trust(false);
+        trust.allow_untimestamped_certificates(true);
+        let check = verify_envelope(&d09(), &trust, at("2027-01-01T00:00:00Z"));
         assert_eq!(check.verified.len(), 1, "{:?}", check.failures);
 
-        let late = verify_envelope(&d09(), &trust(false), at("2040-01-01T00:00:00Z"));
+        let late = verify_envelope(&d09(), &trust, at("2040-01-01T00:00:00Z"));
         assert!(late.verified.is_empty());
         assert!(late.failures[0].contains("expired"), "{:?}", late.failures);
     }
@@ -429,6 +458,7 @@ mod tests {
     #[test]
     fn a_wrong_root_fails_with_a_chain_reason() {
         let mut trust = EnvelopeTrust::default();
+        trust.allow_untimestamped_certificates(true);
         trust.add_root("tsa-as-root", cert("tsa/dev-tsa-root.pem"), Vec::new());
         let check = verify_envelope(&d09(), &trust, at("2027-01-01T00:00:00Z"));
         assert!(check.verified.is_empty());

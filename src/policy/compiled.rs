@@ -136,6 +136,9 @@ pub struct PolicyOptions {
     /// Public keys of KMS key references, supplied by the operator for offline verification
     /// (a policy may name a KMS key by URI without embedding its public half).
     pub kms_keys: BTreeMap<String, PublicKey>,
+    /// Let certificate-signed evidence count when the policy trusts no timestamp authority, its
+    /// chain checked at the verification time (witness's behaviour; off by default).
+    pub untimestamped_certificates: bool,
 }
 
 impl Default for PolicyOptions {
@@ -144,6 +147,7 @@ impl Default for PolicyOptions {
             type_aliases: true,
             rego_time_limit: DEFAULT_REGO_TIME_LIMIT,
             kms_keys: BTreeMap::new(),
+            untimestamped_certificates: false,
         }
     }
 }
@@ -207,6 +211,7 @@ impl Policy {
         };
         let mut evidence_trust = load_keys(&document, &options.kms_keys)?;
         load_roots(&document, &mut evidence_trust)?;
+        evidence_trust.allow_untimestamped_certificates(options.untimestamped_certificates);
 
         let mut steps = BTreeMap::new();
         for (key, step) in &document.steps {

@@ -37,6 +37,29 @@ pub(crate) fn accepts(functionary: &Functionary, signer: &VerifiedSigner) -> boo
     }
 }
 
+/// Why `signer` does not satisfy `functionary`, for the rejection reason; `None` when it does.
+pub(crate) fn mismatch(functionary: &Functionary, signer: &VerifiedSigner) -> Option<String> {
+    if accepts(functionary, signer) {
+        return None;
+    }
+    let wanted = if functionary.publickeyid.is_empty() {
+        "a certificate constraint".to_string()
+    } else {
+        format!("key {}", functionary.publickeyid)
+    };
+    Some(match (signer, &functionary.cert_constraint) {
+        (
+            VerifiedSigner::Certificate {
+                identity, roots, ..
+            },
+            Some(constraint),
+        ) if !constraint.roots.is_empty() => {
+            constraint_failures(constraint, identity, roots).join("; ")
+        }
+        _ => format!("{} is not {wanted}", signer.keyid()),
+    })
+}
+
 /// Every way a certificate signer fails `constraint`; empty when it meets it.
 ///
 /// `chained_roots` are the ids of the roots the signer's leaf chains to at its trusted time.

@@ -41,6 +41,8 @@ pub enum Reason {
     NotAFunctionary {
         /// The signers that verified.
         signers: Vec<KeyId>,
+        /// Why each signer fails each functionary (a certificate constraint's failures).
+        details: Vec<String>,
     },
     /// A required attestation type is absent.
     MissingAttestation {
@@ -91,13 +93,17 @@ impl fmt::Display for Reason {
                 )
             }
             Self::StepName { found } => write!(f, "collection is for step {found:?}"),
-            Self::NotAFunctionary { signers } => {
+            Self::NotAFunctionary { signers, details } => {
                 let ids: Vec<_> = signers.iter().map(|k| k.0.as_str()).collect();
                 write!(
                     f,
                     "signed by {}, which is not a functionary of the step",
                     ids.join(", ")
-                )
+                )?;
+                if !details.is_empty() {
+                    write!(f, " ({})", details.join("; "))?;
+                }
+                Ok(())
             }
             Self::MissingAttestation { kind } => write!(f, "missing attestation {kind}"),
             Self::RegoDenied {

@@ -74,6 +74,13 @@ impl PolicySignerIdentity {
 }
 
 impl PolicyTrust {
+    /// Lets a certificate policy signer count without a trusted timestamp when no policy
+    /// timestamp authority is given, its chain checked at the verification time (witness's
+    /// behaviour; off by default).
+    pub fn allow_untimestamped_certificates(&mut self, allow: bool) {
+        self.keys.allow_untimestamped_certificates(allow);
+    }
+
     /// Trusts a bare public key (`-k/--publickey`).
     pub fn add_key(&mut self, key: PublicKey) {
         self.keys.add_key(key.keyid(), key);

@@ -243,12 +243,23 @@ fn check_candidate(
         .cloned()
         .collect();
     if functionaries.is_empty() {
+        let mut details: Vec<String> = signatures
+            .verified
+            .iter()
+            .flat_map(|s| {
+                step.functionaries
+                    .iter()
+                    .filter_map(|f| functionary::mismatch(f, s))
+            })
+            .collect();
+        details.dedup();
         return Err(one(Reason::NotAFunctionary {
             signers: signatures
                 .verified
                 .iter()
                 .map(|s| s.keyid().clone())
                 .collect(),
+            details,
         }));
     }
 
