@@ -99,3 +99,22 @@ fn json_output_names_the_failed_step_and_its_reason() {
     );
     assert_eq!(result["policy_digest"].as_str().unwrap().len(), 64);
 }
+
+#[test]
+fn a_timestamped_collection_reports_its_trusted_signing_time() {
+    let case = common::root().join("tests/fixtures/vectors/d09-pass-x509-timestamped");
+    let cmd = fs::read_to_string(case.join("cmd.txt")).unwrap();
+    let mut args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+    args.extend(["--output", "json"]);
+    let run = attestgate(&case, &args);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let result: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let passed = &result["steps"][0]["passed_collections"][0];
+    let generated = fs::read_to_string(case.join("../_material/generated-at.txt")).unwrap();
+    assert_eq!(passed["signed_at"], generated.trim());
+    assert_eq!(passed["functionaries"][0]["kind"], "certificate");
+    assert_eq!(
+        passed["functionaries"][0]["timestamp_authority"],
+        "acme-tsa"
+    );
+}

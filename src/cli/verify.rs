@@ -287,7 +287,10 @@ fn print_verification(verification: &Verification, output: Output) {
             let refs: Vec<String> = step
                 .passed_collections
                 .iter()
-                .map(|c| c.reference.to_string())
+                .map(|c| match &c.signed_at {
+                    Some(at) => format!("{}, signed {at}", c.reference),
+                    None => c.reference.to_string(),
+                })
                 .collect();
             println!("  step {}: passed ({})", step.step, refs.join(", "));
             continue;

@@ -140,6 +140,9 @@ pub struct PassedCollection {
     pub reference: EvidenceRef,
     /// The signers that verified and matched a functionary.
     pub functionaries: Vec<VerifiedSigner>,
+    /// The earliest time a trusted timestamp authority vouches the collection was signed at;
+    /// `None` when no functionary's signature carries one (bare keys need none).
+    pub signed_at: Option<String>,
 }
 
 /// The outcome of one step.

@@ -16,7 +16,7 @@ use super::functionary;
 use super::rego::RegoOutcome;
 use super::result::{PassedCollection, Reason, Rejected, StepResult, Verification};
 use super::signed::SignedPolicy;
-use crate::crypto::verify_envelope;
+use crate::crypto::{format_time, verify_envelope, VerifiedSigner};
 use crate::dsse::{DecodedEnvelope, INTOTO_PAYLOAD_TYPE};
 use crate::evidence::{Candidate, EvidenceRef, EvidenceSource, SourceError, StepQuery};
 use crate::intoto::{types, Artifacts, Collection, Statement};
@@ -274,12 +274,29 @@ fn check_candidate(
         accepted: Accepted {
             result: PassedCollection {
                 reference: candidate.reference.clone(),
+                signed_at: trusted_signing_time(&functionaries),
                 functionaries,
             },
             collection,
         },
         back_references,
     })
+}
+
+/// The earliest timestamp-authority time among the signers, as RFC 3339.
+fn trusted_signing_time(signers: &[VerifiedSigner]) -> Option<String> {
+    signers
+        .iter()
+        .filter_map(|s| match s {
+            VerifiedSigner::Certificate {
+                trusted_time,
+                timestamp_authority: Some(_),
+                ..
+            } => Some(*trusted_time),
+            _ => None,
+        })
+        .min()
+        .map(format_time)
 }
 
 fn check_attestations(
