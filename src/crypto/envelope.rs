@@ -186,16 +186,16 @@ pub fn verify_envelope(
             }
         }
 
-        // 3. Bare keys. The keyid hint only orders the attempts; it never decides trust.
+        // 3. Bare keys. The keyid hint only orders the attempts; it never decides trust. Keys
+        // are distinct (ids naming one key are grouped), and two distinct keys cannot both
+        // verify one signature, so the first key that verifies is the only one.
         let mut order: Vec<&(PublicKey, Vec<KeyId>)> = trust.keys.iter().collect();
         order.sort_by_key(|(_, ids)| !ids.iter().any(|id| id.0 == signature.keyid));
-        for (key, ids) in order {
-            if key.verify(&pae, &sig) {
-                matched = true;
-                for id in ids {
-                    if seen.insert(id.clone(), ()).is_none() {
-                        check.add(VerifiedSigner::Key { keyid: id.clone() });
-                    }
+        if let Some((_, ids)) = order.into_iter().find(|(key, _)| key.verify(&pae, &sig)) {
+            matched = true;
+            for id in ids {
+                if seen.insert(id.clone(), ()).is_none() {
+                    check.add(VerifiedSigner::Key { keyid: id.clone() });
                 }
             }
         }

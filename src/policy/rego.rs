@@ -143,44 +143,59 @@ impl RegoModules {
         let mut engine = self.engine.clone();
         engine.set_input(Value::from(input.clone()));
         let mut messages = Vec::new();
+        let mut failures = Vec::new();
+        // Every package is evaluated, so a broken one cannot hide another's denial.
         for package in &self.packages {
-            let rule = format!("{package}.deny");
-            let value = match engine.eval_rule(rule) {
-                Ok(v) => v,
-                Err(e) => return RegoOutcome::Failed(first_line(&e.to_string())),
-            };
-            let items: Vec<&Value> = match &value {
-                Value::Set(set) => set.iter().collect(),
-                Value::Array(array) => array.iter().collect(),
-                Value::Undefined => {
-                    return RegoOutcome::Failed(format!(
-                        "{package} has no deny rule, or deny is undefined for this input"
-                    ))
-                }
-                other => {
-                    return RegoOutcome::Failed(format!(
-                        "{package}.deny must be a set of strings, got {}",
-                        describe(other)
-                    ))
-                }
-            };
-            for item in items {
-                match item {
-                    Value::String(s) => messages.push(s.to_string()),
-                    other => {
-                        return RegoOutcome::Failed(format!(
-                            "{package}.deny holds a non-string element ({})",
-                            describe(other)
-                        ))
-                    }
-                }
+            match Self::package_deny(&mut engine, package) {
+                Ok(denials) => messages.extend(denials),
+                Err(failure) => failures.push(failure),
             }
         }
-        if messages.is_empty() {
-            RegoOutcome::Allowed
-        } else {
-            RegoOutcome::Denied(messages)
+        match (failures.is_empty(), messages.is_empty()) {
+            (true, true) => RegoOutcome::Allowed,
+            (true, false) => RegoOutcome::Denied(messages),
+            (false, true) => RegoOutcome::Failed(failures.join("; ")),
+            (false, false) => RegoOutcome::Failed(format!(
+                "{}; and it denied: {}",
+                failures.join("; "),
+                messages.join("; ")
+            )),
         }
+    }
+
+    /// The deny messages of one package, or why it does not produce a set of strings.
+    fn package_deny(engine: &mut Engine, package: &str) -> Result<Vec<String>, String> {
+        let value = match engine.eval_rule(format!("{package}.deny")) {
+            Ok(v) => v,
+            // regorus reports a rule that no module defines as an invalid path.
+            Err(e) if e.to_string().contains("not a valid rule path") => Value::Undefined,
+            Err(e) => return Err(format!("{package}: {}", first_line(&e.to_string()))),
+        };
+        let items: Vec<&Value> = match &value {
+            Value::Set(set) => set.iter().collect(),
+            Value::Array(array) => array.iter().collect(),
+            Value::Undefined => {
+                return Err(format!(
+                    "{package} has no deny rule, or deny is undefined for this input"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "{package}.deny must be a set of strings, got {}",
+                    describe(other)
+                ))
+            }
+        };
+        items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s.to_string()),
+                other => Err(format!(
+                    "{package}.deny holds a non-string element ({})",
+                    describe(other)
+                )),
+            })
+            .collect()
     }
 }
 
@@ -391,14 +406,15 @@ mod tests {
     }
 
     #[test]
-    fn a_package_without_deny_does_not_mask_another_packages_denial() {
+    fn a_package_without_deny_is_named_and_does_not_mask_another_packages_denial() {
         let m = modules(&[EXIT, "package other\nallow = true\n"])
             .unwrap()
             .unwrap();
-        assert!(matches!(
-            m.evaluate(&serde_json::json!({"exitcode": 1})),
-            RegoOutcome::Failed(_)
-        ));
+        let RegoOutcome::Failed(detail) = m.evaluate(&serde_json::json!({"exitcode": 1})) else {
+            panic!("a package without deny must fail");
+        };
+        assert!(detail.contains("data.other has no deny rule"), "{detail}");
+        assert!(detail.contains("exit 1"), "{detail}");
     }
 
     #[test]
