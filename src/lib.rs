@@ -3,7 +3,8 @@
 //!
 //! The data path runs one way: images → evidence → verify → decision. This crate currently
 //! holds the verification engine ([`policy`]) and its building blocks ([`dsse`], [`intoto`],
-//! [`crypto`]), the evidence sources ([`evidence`]) and the command line ([`cli`]).
+//! [`crypto`]), image references and their resolution at the registry ([`image`]), the evidence
+//! sources ([`evidence`]) and the command line ([`cli`]).
 
 pub mod cli;
 pub mod crypto;
@@ -27,4 +28,15 @@ pub fn display_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     line
+}
+
+/// Installs `ring` as the process's rustls crypto provider, once. Every TLS client and server
+/// of the crate (registry, Archivista, the webhook) needs it, and rustls cannot pick one by
+/// itself; calling this again is harmless.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means another provider was installed first, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }

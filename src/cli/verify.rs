@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::crypto::{Certificate, PublicKey};
 use crate::encoding::sha256_hex;
-use crate::evidence::FileSource;
+use crate::evidence::{ArchivistaConfig, ArchivistaSource, FileSource, Sources};
 use crate::policy::{
     parse_subject, verify, PolicyOptions, PolicySignerIdentity, PolicyTrust, SignedPolicy,
     Verification, VerifyOptions,
@@ -47,6 +47,18 @@ pub struct VerifyArgs {
     /// default: without a trusted time nothing says when the signature was made.
     #[arg(long)]
     allow_untimestamped_certificates: bool,
+    /// Also search an Archivista server for evidence (needs --archivista-server).
+    #[arg(long)]
+    enable_archivista: bool,
+    /// The Archivista server to search, e.g. https://archivista.example.com (no default).
+    #[arg(long, value_name = "URL")]
+    archivista_server: Option<String>,
+    /// An extra header for Archivista requests, "Name: value" (repeatable).
+    #[arg(long, value_name = "HEADER")]
+    archivista_headers: Vec<String>,
+    /// A CA certificate (PEM file) to trust for the Archivista server (repeatable).
+    #[arg(long, value_name = "PEMFILE")]
+    archivista_ca: Vec<PathBuf>,
     /// Require attestation types to match exactly, without the witness.dev/aflock.ai aliases.
     #[arg(long)]
     exact_types: bool,
@@ -167,18 +179,52 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
         }
     })?;
 
-    let source = FileSource::from_paths(&args.attestations)
+    let files = FileSource::from_paths(&args.attestations)
         .map_err(|e| Failure::Usage(crate::display_chain(&e)))?;
-    for (path, reason) in source.ignored() {
+    for (path, reason) in files.ignored() {
         tracing::warn!(path = %path.display(), reason, "evidence file is not a collection");
     }
+    let source = Sources::new(files, archivista(args)?);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
     runtime
         .block_on(verify(&signed, &source, &seeds, &VerifyOptions { now }))
         .map_err(|e| Failure::Unreachable(crate::display_chain(&e)))
+}
+
+/// The Archivista source, when `--enable-archivista` is given. There is no default server.
+fn archivista(args: &VerifyArgs) -> Result<Option<ArchivistaSource>, Failure> {
+    if !args.enable_archivista {
+        if args.archivista_server.is_some() {
+            return Err(Failure::Usage(
+                "--archivista-server is given but --enable-archivista is not".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(url) = &args.archivista_server else {
+        return Err(Failure::Usage(
+            "--enable-archivista needs --archivista-server URL (there is no default server)".into(),
+        ));
+    };
+    let mut config = ArchivistaConfig::new(url.clone());
+    for header in &args.archivista_headers {
+        let (name, value) = header.split_once(':').ok_or_else(|| {
+            Failure::Usage(format!(
+                "--archivista-headers {header:?} is not \"Name: value\""
+            ))
+        })?;
+        config.headers.push((name.to_string(), value.to_string()));
+    }
+    for path in &args.archivista_ca {
+        config.ca_pem.push(read(path)?);
+    }
+    ArchivistaSource::new(config)
+        .map(Some)
+        .map_err(|e| Failure::Usage(crate::display_chain(&e)))
 }
 
 /// The operator's trust in the policy signer: keys, CA roots with identity constraints, and

@@ -109,6 +109,7 @@ impl FileSource {
             .map(|f| Candidate {
                 reference: f.reference.clone(),
                 bytes: f.bytes.clone(),
+                fetch_error: None,
             })
             .collect()
     }

@@ -1,7 +1,9 @@
 //! Where signed collections come from. The policy engine asks a source for candidates, one
 //! search round at a time; the source never decides what is trusted.
 
+pub mod archivista;
 mod files;
+mod gitoid;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -9,7 +11,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use archivista::{ArchivistaConfig, ArchivistaError, ArchivistaSource};
 pub use files::{FileSource, FileSourceError};
+pub use gitoid::gitoid_sha256;
 
 /// Where a candidate envelope came from, so a decision can be reproduced.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -41,6 +45,10 @@ pub struct StepQuery {
     /// The attestation types the step requires (a source may use them to narrow the search;
     /// completeness is always checked by the engine).
     pub types: Vec<String>,
+    /// Key ids of the step's functionaries: a source that must cap how many candidates it
+    /// returns puts envelopes signed under these ids first, so junk uploaded against the same
+    /// subject cannot crowd out the real evidence.
+    pub preferred_keyids: Vec<String>,
 }
 
 /// An envelope a source found for a step.
@@ -50,6 +58,9 @@ pub struct Candidate {
     pub reference: EvidenceRef,
     /// The envelope bytes, exactly as stored.
     pub bytes: Arc<[u8]>,
+    /// Why the bytes could not be fetched intact (for example a download whose content does
+    /// not hash to its gitoid); the engine records it as the candidate's rejection.
+    pub fetch_error: Option<String>,
 }
 
 /// A source could not answer (unreachable, refused, malformed answer).
@@ -61,6 +72,37 @@ pub struct SourceError {
     /// The cause.
     #[source]
     pub cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Several sources searched together; candidates are concatenated in source order.
+#[derive(Debug)]
+pub struct Sources<A, B> {
+    first: A,
+    second: Option<B>,
+}
+
+impl<A, B> Sources<A, B> {
+    /// Searches `first`, and `second` when there is one.
+    pub fn new(first: A, second: Option<B>) -> Self {
+        Self { first, second }
+    }
+}
+
+impl<A: EvidenceSource + Sync, B: EvidenceSource + Sync> EvidenceSource for Sources<A, B> {
+    async fn search(
+        &self,
+        queries: &[StepQuery],
+        seen: &BTreeSet<EvidenceRef>,
+    ) -> Result<Vec<Vec<Candidate>>, SourceError> {
+        let mut answers = self.first.search(queries, seen).await?;
+        if let Some(second) = &self.second {
+            let more = second.search(queries, seen).await?;
+            for (answer, extra) in answers.iter_mut().zip(more) {
+                answer.extend(extra);
+            }
+        }
+        Ok(answers)
+    }
 }
 
 /// A store of signed collections searchable by step name and subject digest.

@@ -141,6 +141,12 @@ async fn search<S: EvidenceSource>(
                 step: step.name.clone(),
                 digests: digests.clone(),
                 types: step.attestations.iter().map(|a| a.kind.clone()).collect(),
+                preferred_keyids: step
+                    .functionaries
+                    .iter()
+                    .filter(|f| !f.publickeyid.is_empty())
+                    .map(|f| f.publickeyid.clone())
+                    .collect(),
             })
             .collect();
         let answers = source.search(&queries, &seen).await?;
@@ -189,6 +195,11 @@ fn check_candidate(
     let one = |r: Reason| vec![r];
 
     // 1. The envelope and its signatures, against every key the policy trusts.
+    if let Some(problem) = &candidate.fetch_error {
+        return Err(one(Reason::Envelope {
+            detail: problem.clone(),
+        }));
+    }
     let envelope = DecodedEnvelope::from_json(&candidate.bytes).map_err(|e| {
         one(Reason::Envelope {
             detail: e.to_string(),

@@ -230,3 +230,109 @@ pub fn hex(bytes: &[u8]) -> String {
 pub const POLICY_TYPE: &str = "https://witness.testifysec.com/policy/v0.1";
 /// The in-toto payload type.
 pub const INTOTO_TYPE: &str = "application/vnd.in-toto+json";
+
+/// The directory where `.ci/peers.sh` and `.ci/peers-evidence.sh` put the Go-built peers.
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("ATTESTGATE_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/attestgate-peers")
+        })
+}
+
+/// Whether `program` is on this machine (a peer binary, or a Debian tool such as
+/// `docker-registry`). Under `CI=true` a missing peer fails the test (CI must never skip
+/// silently); elsewhere the test prints why it is skipped and returns.
+pub fn require_peer(program: &Path, why: &str) -> bool {
+    let found = program.is_file()
+        || (program.components().count() == 1
+            && Command::new("sh")
+                .args(["-c", &format!("command -v {}", program.display())])
+                .output()
+                .is_ok_and(|o| o.status.success()));
+    if found {
+        return true;
+    }
+    let message = format!(
+        "skipped: {} not present ({why}); run .ci/peers.sh and .ci/peers-evidence.sh",
+        program.display()
+    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    eprintln!("{message}");
+    false
+}
+
+/// A real Archivista (with its own PostgreSQL) on loopback, stopped when dropped.
+pub struct Archivista {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Archivista {
+    /// Starts one with `tests/peers/start-archivista.sh`, or `None` when it cannot run here.
+    pub fn start() -> Option<Self> {
+        let bin = peers_dir().join("bin/archivista");
+        if !require_peer(&bin, "archivista") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(root().join("tests/peers/start-archivista.sh"))
+            .arg(dir.path())
+            .arg("0")
+            .env("ATTESTGATE_PEERS", peers_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "archivista did not start:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("archivista.env")).unwrap();
+        let url = env
+            .lines()
+            .find_map(|l| l.strip_prefix("ARCHIVISTA_URL="))
+            .unwrap()
+            .trim_matches(['"', '\''])
+            .to_string();
+        Some(Self { dir, url })
+    }
+
+    /// Uploads `bytes` as they are and returns the gitoid Archivista answers with.
+    pub fn upload(&self, bytes: &[u8]) -> String {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--fail-with-body",
+                "-X",
+                "POST",
+                "--data-binary",
+                "@-",
+            ])
+            .arg(format!("{}/upload", self.url))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child.stdin.take().unwrap().write_all(bytes)?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "upload failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        answer["gitoid"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Archivista {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("tests/peers/stop.sh"))
+            .arg(self.dir.path())
+            .output();
+    }
+}
