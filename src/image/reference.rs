@@ -79,14 +79,24 @@ impl Digest {
 
     /// Whether `bytes` hash to this digest.
     pub fn matches(&self, bytes: &[u8]) -> bool {
+        self.same_algorithm_of(bytes)
+            .is_some_and(|actual| actual == *self)
+    }
+
+    /// The digest of `bytes` under this digest's algorithm (`None` for an algorithm that
+    /// [`Digest::parse`] would not have accepted).
+    pub fn same_algorithm_of(&self, bytes: &[u8]) -> Option<Self> {
         use sha2::Digest as _;
-        let actual = match self.algorithm.as_str() {
+        let hex = match self.algorithm.as_str() {
             "sha256" => crate::encoding::hex(&sha2::Sha256::digest(bytes)),
             "sha384" => crate::encoding::hex(&sha2::Sha384::digest(bytes)),
             "sha512" => crate::encoding::hex(&sha2::Sha512::digest(bytes)),
-            _ => return false,
+            _ => return None,
         };
-        actual == self.hex
+        Some(Self {
+            algorithm: self.algorithm.clone(),
+            hex,
+        })
     }
 }
 

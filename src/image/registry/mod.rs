@@ -1,0 +1,380 @@
+//! Registry access: an image reference to a [`ResolvedImage`], through `oci-client`.
+//!
+//! What [`Registry::resolve`] guarantees:
+//! - a tag is resolved to a digest once; a digest in the reference wins over its tag;
+//! - every manifest, index and config is hash-checked against the digest it was asked for by
+//!   before it is read, and size-capped;
+//! - every runnable platform child of an index is judged (only `unknown/unknown` entries, which
+//!   no runtime selects, are skipped), so nobody can slip an unjudged platform into an index;
+//! - every request has a timeout cut to the caller's deadline, 429 and 5xx are retried a bounded
+//!   number of times inside that deadline and never past it, and the requests in flight to one
+//!   registry are bounded.
+//!
+//! Plain HTTP is used only for the hosts listed in [`RegistryConfig::insecure_hosts`].
+//!
+//! Limitation: the bearer-token realm a registry names in `WWW-Authenticate` is followed
+//! wherever it points (`oci-client` offers no hook to vet it), and blob downloads follow
+//! redirects, as registries that keep blobs in object storage need. A registry admins do not
+//! trust can therefore make the webhook send requests elsewhere; content is still hash-checked.
+
+mod error;
+mod manifest;
+mod request;
+mod resolve;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+pub use error::RegistryError;
+pub(crate) use manifest::is_index_media_type;
+
+use super::{ImageReference, ResolvedImage};
+
+/// Default timeout of one request (connect, headers and body).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of retries after a 429 or 5xx (so at most this plus one attempts).
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+/// Default pause before the first retry; it doubles for each further one.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Default number of requests in flight to one registry.
+pub const DEFAULT_MAX_CONCURRENT_PER_REGISTRY: usize = 8;
+/// Default cap on a manifest or index, as the distribution registry caps what it accepts.
+pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Default cap on an image config.
+pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+/// Default cap on the entries of an index, counted over the indexes nested in it too.
+pub const DEFAULT_MAX_INDEX_ENTRIES: usize = 64;
+/// Default cap on index levels: an index may list indexes, which may list only manifests.
+pub const DEFAULT_MAX_NESTING: usize = 2;
+/// Longest pause between two retries.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+/// Clients kept (one per registry and credentials) before the cache is emptied.
+const MAX_CACHED_CLIENTS: usize = 256;
+
+/// How the registry client behaves. Every field has a named default ([`Default`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// `host[:port]` values reached over plain HTTP, compared exactly with the registry of a
+    /// reference (`127.0.0.1:5000` is not `localhost:5000`; `docker.io` is reached as
+    /// `index.docker.io`). Nothing else ever is: every other registry is HTTPS only.
+    pub insecure_hosts: Vec<String>,
+    /// PEM CA certificates trusted besides the system roots (for registries with a private CA).
+    pub extra_ca_pem: Vec<Vec<u8>>,
+    /// Timeout of one request; cut shorter when the caller's deadline is nearer.
+    pub request_timeout: Duration,
+    /// Retries after a 429 or 5xx, within the caller's deadline.
+    pub max_retries: u32,
+    /// Pause before the first retry; doubles for each further one (at most 2 s).
+    pub retry_backoff: Duration,
+    /// Requests in flight to one registry, over all resolutions sharing this client.
+    pub max_concurrent_per_registry: usize,
+    /// Cap on a manifest or index, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Cap on an image config, in bytes.
+    pub max_config_bytes: u64,
+    /// Cap on the entries of an index, counted over the indexes nested in it too.
+    pub max_index_entries: usize,
+    /// Cap on index levels (1: an index may not list indexes).
+    pub max_nesting: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            insecure_hosts: Vec::new(),
+            extra_ca_pem: Vec::new(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
+            max_concurrent_per_registry: DEFAULT_MAX_CONCURRENT_PER_REGISTRY,
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            max_config_bytes: DEFAULT_MAX_CONFIG_BYTES,
+            max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
+            max_nesting: DEFAULT_MAX_NESTING,
+        }
+    }
+}
+
+/// Credentials for one registry.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum RegistryCredentials {
+    /// No credentials.
+    #[default]
+    Anonymous,
+    /// A user name and password (or identity token): sent as HTTP basic auth, or to the
+    /// registry's token realm to obtain a bearer token.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// A bearer token, sent as is.
+    Bearer {
+        /// The token.
+        token: String,
+    },
+}
+
+impl fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str("Anonymous"),
+            Self::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            Self::Bearer { .. } => f
+                .debug_struct("Bearer")
+                .field("token", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+impl RegistryCredentials {
+    fn to_oci(&self) -> RegistryAuth {
+        match self {
+            Self::Anonymous => RegistryAuth::Anonymous,
+            Self::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Self::Bearer { token } => RegistryAuth::Bearer(token.clone()),
+        }
+    }
+
+    /// A hash that tells credentials apart without keeping them as a map key.
+    fn fingerprint(&self) -> String {
+        let fields: Vec<&str> = match self {
+            Self::Anonymous => vec!["anonymous"],
+            Self::Basic { username, password } => vec!["basic", username, password],
+            Self::Bearer { token } => vec!["bearer", token],
+        };
+        let mut encoded = Vec::new();
+        for field in fields {
+            encoded.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            encoded.extend_from_slice(field.as_bytes());
+        }
+        crate::encoding::sha256_hex(&encoded)
+    }
+}
+
+/// A registry client shared by every resolution: one HTTP client per registry and credentials,
+/// one concurrency limit per registry.
+pub struct Registry {
+    config: RegistryConfig,
+    /// `oci-client` keeps the first credentials it sees for a registry and caches tokens per
+    /// repository, so one client serves exactly one (registry, credentials) pair: tokens
+    /// obtained with one tenant's pull secret are never used for another's.
+    clients: Mutex<HashMap<(String, String), oci_client::Client>>,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A client with `config`. Installs the crate's rustls crypto provider if none is yet.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidCa`] for an extra CA that is not a PEM certificate,
+    /// [`RegistryError::Setup`] if the HTTP client cannot be built.
+    pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
+        crate::install_crypto_provider();
+        for (index, pem) in config.extra_ca_pem.iter().enumerate() {
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+            if !certs.is_ok_and(|c| !c.is_empty()) {
+                return Err(RegistryError::InvalidCa { index });
+            }
+        }
+        let registry = Self {
+            config,
+            clients: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+        };
+        // Build one client now, so a configuration the HTTP stack refuses fails here.
+        registry.build_client()?;
+        Ok(registry)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Resolves `reference` at its registry with `credentials`, finishing before `deadline`.
+    ///
+    /// What is fetched: the tag's digest (unless the reference has a digest), the manifest or
+    /// index it pins, and for every runnable platform image its manifest and config.
+    ///
+    /// # Errors
+    /// [`RegistryError`]; [`RegistryError::is_transient`] tells which must not be cached.
+    pub async fn resolve(
+        &self,
+        reference: &ImageReference,
+        credentials: &RegistryCredentials,
+        deadline: Instant,
+    ) -> Result<ResolvedImage, RegistryError> {
+        let client = self.client_for(reference.registry(), credentials)?;
+        let limit = self.limit_for(reference.registry());
+        let session = resolve::Session {
+            rules: request::Rules {
+                config: &self.config,
+                registry: reference.registry(),
+                limit: &limit,
+                started: Instant::now(),
+                deadline,
+            },
+            client: &client,
+            auth: credentials.to_oci(),
+            reference,
+            entries: AtomicUsize::new(0),
+        };
+        session.resolve().await
+    }
+
+    fn client_for(
+        &self,
+        registry: &str,
+        credentials: &RegistryCredentials,
+    ) -> Result<oci_client::Client, RegistryError> {
+        let key = (registry.to_string(), credentials.fingerprint());
+        if let Some(client) = lock(&self.clients).get(&key) {
+            return Ok(client.clone());
+        }
+        let client = self.build_client()?;
+        let mut clients = lock(&self.clients);
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
+        Ok(clients.entry(key).or_insert(client).clone())
+    }
+
+    fn build_client(&self) -> Result<oci_client::Client, RegistryError> {
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.config.insecure_hosts.clone()),
+            extra_root_certificates: self
+                .config
+                .extra_ca_pem
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            // An index is judged whole, never narrowed to one platform by the client.
+            platform_resolver: None,
+            connect_timeout: Some(self.config.request_timeout),
+            read_timeout: Some(self.config.request_timeout),
+            user_agent: concat!("attestgate/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        // `Client::new` would fall back to a default client on error; `try_from` reports it.
+        oci_client::Client::try_from(config).map_err(|source| RegistryError::Setup { source })
+    }
+
+    fn limit_for(&self, registry: &str) -> Arc<Semaphore> {
+        let permits = self.config.max_concurrent_per_registry.max(1);
+        lock(&self.limits)
+            .entry(registry.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(permits)))
+            .clone()
+    }
+}
+
+/// Locks a map that is only ever read or written in one step (never across an `.await`), so a
+/// poisoned lock still holds consistent data.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show_their_secrets() {
+        let basic = RegistryCredentials::Basic {
+            username: "ci".into(),
+            password: "hunter2".into(),
+        };
+        let bearer = RegistryCredentials::Bearer {
+            token: "tok-123".into(),
+        };
+        let shown = format!("{basic:?} {bearer:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok-123"),
+            "{shown}"
+        );
+        assert!(shown.contains("ci"));
+    }
+
+    #[test]
+    fn fingerprints_tell_credentials_apart() {
+        let basic = |u: &str, p: &str| RegistryCredentials::Basic {
+            username: u.into(),
+            password: p.into(),
+        };
+        let prints = [
+            RegistryCredentials::Anonymous.fingerprint(),
+            basic("a", "bc").fingerprint(),
+            basic("ab", "c").fingerprint(),
+            RegistryCredentials::Bearer { token: "x".into() }.fingerprint(),
+        ];
+        for (i, a) in prints.iter().enumerate() {
+            for b in prints.iter().skip(i + 1) {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn a_ca_that_is_not_pem_is_refused_at_setup() {
+        let config = RegistryConfig {
+            extra_ca_pem: vec![b"not a certificate".to_vec()],
+            ..RegistryConfig::default()
+        };
+        assert!(matches!(
+            Registry::new(config),
+            Err(RegistryError::InvalidCa { index: 0 })
+        ));
+        assert!(Registry::new(RegistryConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn one_client_per_registry_and_credentials() {
+        let registry = Registry::new(RegistryConfig::default()).unwrap();
+        let anonymous = RegistryCredentials::Anonymous;
+        let basic = RegistryCredentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        registry.client_for("r1:5000", &anonymous).unwrap();
+        registry.client_for("r1:5000", &anonymous).unwrap();
+        registry.client_for("r1:5000", &basic).unwrap();
+        registry.client_for("r2:5000", &anonymous).unwrap();
+        assert_eq!(lock(&registry.clients).len(), 3);
+        assert!(Arc::ptr_eq(
+            &registry.limit_for("r1:5000"),
+            &registry.limit_for("r1:5000")
+        ));
+    }
+}

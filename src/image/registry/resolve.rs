@@ -1,0 +1,326 @@
+//! One resolution: tag to digest, the pinned manifest or index, and every runnable platform
+//! image under it with its config.
+//!
+//! Limitation: `oci-client` has no streaming read for manifests, so a manifest or index body is
+//! read whole before its size can be checked; the cap is enforced right after the read (the
+//! request timeout bounds how much a hostile registry can send meanwhile). Config blobs are
+//! streamed (`pull_blob_stream`) and refused as soon as they pass the cap.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::future::{try_join_all, BoxFuture};
+use futures_util::FutureExt as _;
+use oci_client::secrets::RegistryAuth;
+use oci_client::Reference;
+
+use super::error::classify;
+use super::manifest::{self, Config, Descriptor, Index, Manifest, Parsed, ACCEPTED};
+use super::request::{read_capped, CappedRead, Rules};
+use super::RegistryError;
+use crate::image::{Digest, ImageReference, NestedIndex, PlatformImage, ResolvedImage};
+
+/// The state of one resolution.
+pub(super) struct Session<'a> {
+    pub(super) rules: Rules<'a>,
+    pub(super) client: &'a oci_client::Client,
+    pub(super) auth: RegistryAuth,
+    pub(super) reference: &'a ImageReference,
+    /// Index entries met so far, over every level.
+    pub(super) entries: AtomicUsize,
+}
+
+/// Platform images found under an index, and the entries skipped as unrunnable.
+#[derive(Default)]
+struct Judged {
+    images: Vec<PlatformImage>,
+    skipped: Vec<Digest>,
+}
+
+impl Session<'_> {
+    pub(super) async fn resolve(&self) -> Result<ResolvedImage, RegistryError> {
+        let digest = match self.reference.digest() {
+            Some(digest) => digest.clone(),
+            None => self.tag_digest().await?,
+        };
+
+        let (media_type, index_annotations, judged) = match self.fetch_manifest(&digest).await? {
+            Parsed::Manifest(manifest) => {
+                let media_type = manifest.media_type.clone();
+                let image = self
+                    .platform_image(&digest, manifest, None, Vec::new())
+                    .await?;
+                let judged = Judged {
+                    images: vec![image],
+                    skipped: Vec::new(),
+                };
+                (media_type, BTreeMap::new(), judged)
+            }
+            Parsed::Index(index) => {
+                let (media_type, annotations) =
+                    (index.media_type.clone(), index.annotations.clone());
+                let judged = self.judge_index(&digest, index, 1, Vec::new()).await?;
+                (media_type, annotations, judged)
+            }
+        };
+
+        // An index with nothing runnable would leave nothing to judge, and "every platform
+        // passed" would then hold for an image nobody looked at.
+        if judged.images.is_empty() {
+            return Err(RegistryError::Malformed {
+                what: self.manifest_what(&digest),
+                problem: "it lists no platform image a runtime could run".into(),
+                source: None,
+            });
+        }
+        tracing::debug!(
+            image = %self.reference,
+            %digest,
+            platforms = judged.images.len(),
+            skipped = judged.skipped.len(),
+            "image resolved"
+        );
+        Ok(ResolvedImage {
+            reference: self.reference.clone(),
+            digest,
+            media_type,
+            index_annotations,
+            images: judged.images,
+            skipped_attestations: judged.skipped,
+        })
+    }
+
+    /// The digest the tag (or `latest`) points at now.
+    async fn tag_digest(&self) -> Result<Digest, RegistryError> {
+        let tag = self.reference.tag().unwrap_or("latest");
+        let what = format!("tag {}:{tag}", self.reference.name());
+        let target = Reference::with_tag(
+            self.reference.registry().to_string(),
+            self.reference.repository().to_string(),
+            tag.to_string(),
+        );
+        let digest = self
+            .rules
+            .run(&what, || async {
+                self.client
+                    .fetch_manifest_digest(&target, &self.auth)
+                    .await
+                    .map_err(|e| self.classify(&what, e))
+            })
+            .await?;
+        Digest::parse(&digest).ok_or_else(|| RegistryError::Malformed {
+            what,
+            problem: format!("the registry named digest {digest:?}, which is not valid"),
+            source: None,
+        })
+    }
+
+    /// A manifest or index by digest: size-capped, hash-checked, parsed.
+    async fn fetch_manifest(&self, digest: &Digest) -> Result<Parsed, RegistryError> {
+        let what = self.manifest_what(digest);
+        let target = self.pinned(digest);
+        // oci-client checks the body against the digest asked for too; the check below does
+        // not depend on that.
+        let body = self
+            .rules
+            .run(&what, || async {
+                self.client
+                    .pull_manifest_raw(&target, &self.auth, &ACCEPTED)
+                    .await
+                    .map(|(body, _)| body)
+                    .map_err(|e| self.classify(&what, e))
+            })
+            .await?;
+        let limit = self.rules.config.max_manifest_bytes;
+        if body.len() as u64 > limit {
+            return Err(RegistryError::TooLarge { what, limit });
+        }
+        check_digest(&what, digest, &body)?;
+        manifest::parse(&what, &body)
+    }
+
+    /// A config blob: refused by its declared size, streamed with the cap, hash-checked, parsed.
+    async fn fetch_config(&self, descriptor: &Descriptor) -> Result<Config, RegistryError> {
+        let digest = &descriptor.digest;
+        let what = format!("config blob {digest} of {}", self.reference.name());
+        let limit = self.rules.config.max_config_bytes;
+        if descriptor.size > limit {
+            return Err(RegistryError::TooLarge { what, limit });
+        }
+        let target = self.pinned(digest);
+        // Asked for by digest alone: a descriptor's `urls` would send the request elsewhere.
+        let digest_text = digest.to_string();
+        let body = self
+            .rules
+            .run(&what, || async {
+                let stream = self
+                    .client
+                    .pull_blob_stream(&target, digest_text.as_str())
+                    .await
+                    .map_err(|e| self.classify(&what, e))?;
+                let declared = stream.content_length;
+                read_capped(stream, declared, limit)
+                    .await
+                    .map_err(|failure| match failure {
+                        CappedRead::TooLarge => RegistryError::TooLarge {
+                            what: what.clone(),
+                            limit,
+                        },
+                        CappedRead::Failed(e) => self.classify(&what, e.into()),
+                    })
+            })
+            .await?;
+        check_digest(&what, digest, &body)?;
+        manifest::parse_config(&what, &body)
+    }
+
+    /// Judges every entry of `index` (found at `depth`, the pinned index being 1).
+    fn judge_index<'s>(
+        &'s self,
+        digest: &'s Digest,
+        index: Index,
+        depth: usize,
+        nested: Vec<NestedIndex>,
+    ) -> BoxFuture<'s, Result<Judged, RegistryError>> {
+        async move {
+            let limit = self.rules.config.max_index_entries;
+            let met = self
+                .entries
+                .fetch_add(index.manifests.len(), Ordering::SeqCst)
+                .saturating_add(index.manifests.len());
+            if met > limit {
+                return Err(RegistryError::TooManyEntries {
+                    what: self.manifest_what(digest),
+                    limit,
+                });
+            }
+
+            let mut judged = Judged::default();
+            let mut children = Vec::new();
+            for entry in index.manifests {
+                if entry.platform.as_ref().is_some_and(|p| p.is_unrunnable()) {
+                    judged.skipped.push(entry.digest);
+                } else {
+                    children.push(self.judge_entry(entry, depth, nested.clone()));
+                }
+            }
+            for child in try_join_all(children).await? {
+                judged.images.extend(child.images);
+                judged.skipped.extend(child.skipped);
+            }
+            Ok(judged)
+        }
+        .boxed()
+    }
+
+    /// Judges one index entry: a platform image, or an index nested one level deeper.
+    async fn judge_entry(
+        &self,
+        entry: Descriptor,
+        depth: usize,
+        mut nested: Vec<NestedIndex>,
+    ) -> Result<Judged, RegistryError> {
+        match self.fetch_manifest(&entry.digest).await? {
+            Parsed::Manifest(manifest) => {
+                let image = self
+                    .platform_image(&entry.digest, manifest, Some(&entry), nested)
+                    .await?;
+                Ok(Judged {
+                    images: vec![image],
+                    skipped: Vec::new(),
+                })
+            }
+            Parsed::Index(inner) => {
+                let limit = self.rules.config.max_nesting;
+                if depth >= limit {
+                    return Err(RegistryError::TooDeep {
+                        what: self.manifest_what(&entry.digest),
+                        limit,
+                    });
+                }
+                nested.push(NestedIndex {
+                    digest: entry.digest.clone(),
+                    annotations: inner.annotations.clone(),
+                    entry_annotations: entry.annotations,
+                });
+                self.judge_index(&entry.digest, inner, depth + 1, nested)
+                    .await
+            }
+        }
+    }
+
+    /// A platform image from its manifest and config; `entry` is its index entry, if any.
+    async fn platform_image(
+        &self,
+        manifest_digest: &Digest,
+        manifest: Manifest,
+        entry: Option<&Descriptor>,
+        nested_in: Vec<NestedIndex>,
+    ) -> Result<PlatformImage, RegistryError> {
+        let config = self.fetch_config(&manifest.config).await?;
+        let entry_platform = entry.and_then(|e| e.platform.as_ref()).map(|p| p.name());
+        Ok(PlatformImage {
+            platform: entry_platform.or(config.platform),
+            manifest_digest: manifest_digest.clone(),
+            config_digest: manifest.config.digest,
+            labels: config.labels,
+            manifest_annotations: manifest.annotations,
+            index_entry_annotations: entry.map(|e| e.annotations.clone()).unwrap_or_default(),
+            nested_in,
+        })
+    }
+
+    fn pinned(&self, digest: &Digest) -> Reference {
+        Reference::with_digest(
+            self.reference.registry().to_string(),
+            self.reference.repository().to_string(),
+            digest.to_string(),
+        )
+    }
+
+    fn manifest_what(&self, digest: &Digest) -> String {
+        format!("manifest {digest} of {}", self.reference.name())
+    }
+
+    fn classify(&self, what: &str, err: oci_client::errors::OciDistributionError) -> RegistryError {
+        classify(
+            self.rules.registry,
+            what,
+            self.rules.config.request_timeout,
+            err,
+        )
+    }
+}
+
+/// Refuses bytes that do not hash to the digest they were asked for by.
+fn check_digest(what: &str, expected: &Digest, body: &[u8]) -> Result<(), RegistryError> {
+    match expected.same_algorithm_of(body) {
+        Some(actual) if actual == *expected => Ok(()),
+        actual => Err(RegistryError::DigestMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual: actual.map_or_else(|| "(unknown algorithm)".into(), |d| d.to_string()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_that_do_not_hash_to_their_digest_are_refused() {
+        let digest = Digest::sha256_of(b"the manifest");
+        assert!(check_digest("m", &digest, b"the manifest").is_ok());
+        let err = check_digest("manifest x", &digest, b"another manifest").unwrap_err();
+        let want_actual = Digest::sha256_of(b"another manifest").to_string();
+        assert!(
+            matches!(&err, RegistryError::DigestMismatch { expected, actual, .. }
+                if *expected == digest.to_string() && *actual == want_actual),
+            "{err:?}"
+        );
+        assert!(err
+            .to_string()
+            .starts_with("manifest x does not match its digest"));
+    }
+}
