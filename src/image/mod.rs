@@ -1,6 +1,7 @@
 //! Container images: references, resolution at the registry, the source commit they were built
 //! from, and the identities evidence must name.
 
+pub mod binding;
 mod reference;
 mod registry;
 mod resolved;

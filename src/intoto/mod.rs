@@ -52,7 +52,7 @@ pub struct Subject {
 }
 
 /// An in-toto statement with its predicate left as JSON.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Statement {
     /// Statement type URI.
     #[serde(rename = "_type")]
@@ -101,7 +101,7 @@ impl Statement {
 }
 
 /// An attestation collection: the predicate of one `witness run` step.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Collection {
     /// The step name given to `witness run -s`.
     #[serde(default)]
@@ -115,7 +115,7 @@ pub struct Collection {
 }
 
 /// One attestor's output inside a collection; the payload is kept as raw JSON.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CollectionEntry {
     /// The attestor type URI.
     #[serde(rename = "type")]

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::crypto::{KeyId, VerifiedSigner};
 use crate::evidence::EvidenceRef;
+use crate::intoto::{Collection, Subject};
 
 /// Why one candidate collection did not count for its step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,6 +144,12 @@ pub struct PassedCollection {
     /// The earliest time a trusted timestamp authority vouches the collection was signed at;
     /// `None` when no functionary's signature carries one (bare keys need none).
     pub signed_at: Option<String>,
+    /// The verified statement's subjects, for binding evidence to an image.
+    #[serde(skip)]
+    pub subjects: Vec<Subject>,
+    /// The verified collection, for binding evidence to a source repository.
+    #[serde(skip)]
+    pub collection: Option<std::sync::Arc<Collection>>,
 }
 
 /// The outcome of one step.

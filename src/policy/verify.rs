@@ -287,6 +287,8 @@ fn check_candidate(
                 reference: candidate.reference.clone(),
                 signed_at: trusted_signing_time(&functionaries),
                 functionaries,
+                subjects: statement.subject.clone(),
+                collection: Some(std::sync::Arc::new(collection.clone())),
             },
             collection,
         },
