@@ -6,6 +6,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::{decode_base64, Base64Error};
+use crate::json_shape::{self, Shape};
+
+const SIGNATURE_SHAPE: Shape =
+    Shape::Object(&[("timestamps", Shape::ArrayOf(&Shape::Object(&[])))]);
+const ENVELOPE_SHAPE: Shape = Shape::Object(&[("signatures", Shape::ArrayOf(&SIGNATURE_SHAPE))]);
 
 /// The payload type of every attestation envelope witness and cilock produce.
 pub const INTOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -75,6 +80,9 @@ pub enum EnvelopeError {
     /// The bytes are not a JSON DSSE envelope.
     #[error("not a DSSE envelope")]
     Json(#[source] serde_json::Error),
+    /// A record is written as something other than a JSON object.
+    #[error("not a DSSE envelope: {0}")]
+    Shape(String),
     /// The envelope carries no signature.
     #[error("envelope has no signatures")]
     NoSignatures,
@@ -104,7 +112,9 @@ impl DecodedEnvelope {
                 limit: MAX_ENVELOPE_BYTES,
             });
         }
-        let envelope: Envelope = serde_json::from_slice(bytes).map_err(EnvelopeError::Json)?;
+        let value = json_shape::parse_strict(bytes).map_err(EnvelopeError::Json)?;
+        json_shape::check(&value, ENVELOPE_SHAPE).map_err(EnvelopeError::Shape)?;
+        let envelope = Envelope::deserialize(value).map_err(EnvelopeError::Json)?;
         if envelope.signatures.is_empty() {
             return Err(EnvelopeError::NoSignatures);
         }
@@ -156,6 +166,20 @@ mod tests {
     #[test]
     fn pae_counts_bytes_not_characters() {
         assert_eq!(pae("é", b"x"), "DSSEv1 2 é 1 x".as_bytes().to_vec());
+    }
+
+    #[test]
+    fn rejects_records_written_as_arrays() {
+        let array = br#"["e30=", "application/vnd.in-toto+json", [["k", "AA=="]]]"#;
+        assert!(matches!(
+            DecodedEnvelope::from_json(array),
+            Err(EnvelopeError::Shape(_))
+        ));
+        let sig = br#"{"payload":"e30=","payloadType":"x","signatures":[["k","AA=="]]}"#;
+        assert!(matches!(
+            DecodedEnvelope::from_json(sig),
+            Err(EnvelopeError::Shape(_))
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod encoding;
 pub mod evidence;
 pub mod image;
 pub mod intoto;
+mod json_shape;
 pub mod policy;
 
 /// An error and its causes on one line, `outer: inner: root`, for logs and messages.

@@ -73,8 +73,57 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal as _;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Cap on a policy file.
+pub(crate) const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
+/// Cap on a key, certificate or workflow file.
+pub(crate) const MAX_SMALL_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a regular file of at most `limit` bytes. Devices, FIFOs and directories are refused
+/// before anything is read, and a file that grows past the limit while being read is refused
+/// without being read whole.
+pub(crate) fn read_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cannot read {}: not a regular file",
+            path.display()
+        ));
+    }
+    if meta.len() > limit {
+        return Err(format!("{} is larger than {limit} bytes", path.display()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("{} is larger than {limit} bytes", path.display()));
+    }
+    Ok(bytes)
+}
+
+/// Replaces control characters (including ESC) in text that came from evidence or policies, so
+/// a crafted message cannot forge lines or terminal effects in a report.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| -> Box<dyn Iterator<Item = char>> {
+            if c.is_control() {
+                Box::new(c.escape_default())
+            } else {
+                Box::new(std::iter::once(c))
+            }
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@ use super::{Output, EXIT_FAILED, EXIT_PASSED, EXIT_USAGE};
 use crate::crypto::PublicKey;
 use crate::dsse::DecodedEnvelope;
 use crate::policy::lint::{lint, Finding, Severity, Workflow};
-use crate::policy::{PolicyOptions, PolicyTrust, SignedPolicy};
+use crate::policy::{PolicyOptions, PolicyTrust, SignedPolicy, SignedPolicyError};
 
 /// Flags of `attestgate policy check`.
 #[derive(Debug, Args)]
@@ -43,6 +43,12 @@ pub(super) fn run(args: PolicyCheckArgs) -> u8 {
             }
         }
         Err(message) => {
+            if args.output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": message, "exit_code": EXIT_USAGE})
+                );
+            }
             eprintln!("attestgate: {message}");
             EXIT_USAGE
         }
@@ -50,8 +56,7 @@ pub(super) fn run(args: PolicyCheckArgs) -> u8 {
 }
 
 fn execute(args: &PolicyCheckArgs) -> Result<Vec<Finding>, String> {
-    let read =
-        |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let read = |p: &PathBuf| super::read_file(p, super::MAX_SMALL_FILE_BYTES);
     let now = match &args.now {
         Some(t) => {
             crate::policy::parse_rfc3339(t).ok_or(format!("--now {t:?} is not an RFC 3339 time"))?
@@ -68,7 +73,7 @@ fn execute(args: &PolicyCheckArgs) -> Result<Vec<Finding>, String> {
         None => None,
     };
 
-    let bytes = read(&args.policy)?;
+    let bytes = super::read_file(&args.policy, super::MAX_POLICY_BYTES)?;
     let mut findings = Vec::new();
     let payload = match DecodedEnvelope::from_json(&bytes) {
         Ok(envelope) => {
@@ -76,8 +81,14 @@ fn execute(args: &PolicyCheckArgs) -> Result<Vec<Finding>, String> {
             envelope.payload
         }
         Err(_) => {
+            // With -k the caller asked for a signed policy; a bare document is not one.
+            let severity = if args.publickey.is_empty() {
+                Severity::Info
+            } else {
+                Severity::Error
+            };
             findings.push(Finding {
-                severity: Severity::Info,
+                severity,
                 location: String::new(),
                 message: "not a DSSE envelope: linted as an unsigned policy document".into(),
             });
@@ -113,13 +124,13 @@ fn check_signature(
                 location: String::new(),
                 message: format!("signature verified (sha256:{})", signed.digest),
             }],
-            Err(e) if e.is_untrusted() => vec![Finding {
+            // What is wrong with the document itself is reported by the lint, in more detail.
+            Err(SignedPolicyError::Document(_) | SignedPolicyError::Invalid(_)) => Vec::new(),
+            Err(e) => vec![Finding {
                 severity: Severity::Error,
                 location: String::new(),
                 message: crate::display_chain(&e),
             }],
-            // Anything else about the payload is reported by the lint itself.
-            Err(_) => Vec::new(),
         },
     )
 }
@@ -136,9 +147,10 @@ fn print(findings: &[Finding], output: Output) {
             Severity::Info => "info   ",
         };
         if f.location.is_empty() {
-            println!("{severity}  {}", f.message);
+            println!("{severity}  {}", super::printable(&f.message));
         } else {
-            println!("{severity}  {}: {}", f.location, f.message);
+            let line = format!("{}: {}", f.location, f.message);
+            println!("{severity}  {}", super::printable(&line));
         }
     }
     let count = |s| findings.iter().filter(|f| f.severity == s).count();

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::{Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
+use super::{printable, Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::crypto::{Certificate, PublicKey};
-use crate::encoding::sha256_hex;
+use crate::evidence::EvidenceRef;
 use crate::evidence::{ArchivistaConfig, ArchivistaSource, FileSource, Sources};
 use crate::policy::{
-    parse_subject, verify, PolicyOptions, PolicySignerIdentity, PolicyTrust, SignedPolicy,
-    Verification, VerifyOptions,
+    parse_subject, verify, PolicyOptions, PolicySignerIdentity, PolicyTrust, Reason, Rejected,
+    SignedPolicy, Verification, VerifyOptions,
 };
 
 /// Flags of `attestgate verify`.
@@ -26,8 +26,8 @@ pub struct VerifyArgs {
     /// Certificate policy signers: CA roots, identity constraints, timestamp authorities.
     #[command(flatten)]
     policy_signer: Box<PolicySignerArgs>,
-    /// An evidence envelope (repeatable).
-    #[arg(short = 'a', long = "attestations")]
+    /// An evidence envelope (repeatable, or comma-separated).
+    #[arg(short = 'a', long = "attestations", value_delimiter = ',')]
     attestations: Vec<PathBuf>,
     /// A subject digest, `alg:hex` or hex (repeatable, or comma-separated).
     #[arg(short = 's', long = "subjects", value_delimiter = ',')]
@@ -169,7 +169,8 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
         })?;
         options.kms_keys.insert(uri.to_string(), key);
     }
-    let policy_bytes = read(&args.policy)?;
+    let policy_bytes =
+        super::read_file(&args.policy, super::MAX_POLICY_BYTES).map_err(Failure::Usage)?;
     let signed = SignedPolicy::load(&policy_bytes, &trust, options).map_err(|e| {
         let message = format!("{}: {}", args.policy.display(), crate::display_chain(&e));
         if e.is_untrusted() {
@@ -181,18 +182,36 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
 
     let files = FileSource::from_paths(&args.attestations)
         .map_err(|e| Failure::Usage(crate::display_chain(&e)))?;
-    for (path, reason) in files.ignored() {
-        tracing::warn!(path = %path.display(), reason, "evidence file is not a collection");
-    }
     let source = Sources::new(files, archivista(args)?);
+
+    let ignored: Vec<Rejected> = source
+        .first()
+        .ignored()
+        .iter()
+        .map(|(path, reason)| Rejected {
+            reference: EvidenceRef::File(path.clone()),
+            reasons: vec![Reason::Statement {
+                detail: reason.clone(),
+            }],
+        })
+        .collect();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
-    runtime
-        .block_on(verify(&signed, &source, &seeds, &VerifyOptions { now }))
-        .map_err(|e| Failure::Unreachable(crate::display_chain(&e)))
+    // Only the time is set here; every other knob keeps its default.
+    #[allow(clippy::field_reassign_with_default)]
+    let options = {
+        let mut options = VerifyOptions::default();
+        options.now = now;
+        options
+    };
+    let mut verification = runtime
+        .block_on(verify(&signed, &source, &seeds, &options))
+        .map_err(|e| Failure::Unreachable(crate::display_chain(&e)))?;
+    verification.ignored_evidence = ignored;
+    Ok(verification)
 }
 
 /// The Archivista source, when `--enable-archivista` is given. There is no default server.
@@ -286,13 +305,38 @@ fn policy_trust(args: &VerifyArgs, now: OffsetDateTime) -> Result<PolicyTrust, F
     Ok(trust)
 }
 
-fn certificate(path: &PathBuf) -> Result<Certificate, Failure> {
+fn certificate(path: &std::path::Path) -> Result<Certificate, Failure> {
     Certificate::from_pem(&read(path)?)
         .map_err(|e| Failure::Usage(format!("{}: {}", path.display(), crate::display_chain(&e))))
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>, Failure> {
-    std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))
+fn read(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    super::read_file(path, super::MAX_SMALL_FILE_BYTES).map_err(Failure::Usage)
+}
+
+/// SHA-256 of a regular file, streamed (artifacts can be large).
+fn hash_file(path: &PathBuf) -> Result<String, Failure> {
+    use sha2::Digest as _;
+    let fail = |e: std::io::Error| Failure::Usage(format!("cannot read {}: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(fail)?;
+    if !meta.is_file() {
+        return Err(Failure::Usage(format!(
+            "cannot read {}: not a regular file",
+            path.display()
+        )));
+    }
+    use std::io::Read as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buffer).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buffer.get(..n).unwrap_or_default());
+    }
+    Ok(crate::encoding::hex(&hasher.finalize()))
 }
 
 fn seeds(args: &VerifyArgs) -> Result<Vec<String>, Failure> {
@@ -301,7 +345,7 @@ fn seeds(args: &VerifyArgs) -> Result<Vec<String>, Failure> {
         seeds.push(parse_subject(subject).map_err(Failure::Usage)?);
     }
     if let Some(path) = &args.artifactfile {
-        seeds.push(sha256_hex(&read(path)?));
+        seeds.push(hash_file(path)?);
     }
     if seeds.is_empty() {
         return Err(Failure::Usage(
@@ -338,7 +382,11 @@ fn print_verification(verification: &Verification, output: Output) {
                     None => c.reference.to_string(),
                 })
                 .collect();
-            println!("  step {}: passed ({})", step.step, refs.join(", "));
+            println!(
+                "  step {}: passed ({})",
+                step.step,
+                printable(&refs.join(", "))
+            );
             continue;
         }
         if step.rejected.is_empty() {
@@ -349,11 +397,15 @@ fn print_verification(verification: &Verification, output: Output) {
         }
         for rejected in &step.rejected {
             for reason in &rejected.reasons {
-                println!(
-                    "  step {}: FAILED: {}: {reason}",
-                    step.step, rejected.reference
-                );
+                let line = format!("{}: {reason}", rejected.reference);
+                println!("  step {}: FAILED: {}", step.step, printable(&line));
             }
+        }
+    }
+    for ignored in &verification.ignored_evidence {
+        for reason in &ignored.reasons {
+            let line = format!("{}: {reason}", ignored.reference);
+            println!("  ignored evidence {}", printable(&line));
         }
     }
 }

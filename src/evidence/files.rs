@@ -21,6 +21,20 @@ pub enum FileSourceError {
         #[source]
         source: std::io::Error,
     },
+    /// The path is not a regular file (a device, a FIFO, a directory).
+    #[error("evidence {path} is not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is larger than an envelope may be.
+    #[error("evidence file {path} is larger than {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        limit: usize,
+    },
     /// The file is not a DSSE envelope.
     #[error("evidence file {path} is not a DSSE envelope")]
     NotEnvelope {
@@ -58,10 +72,7 @@ impl FileSource {
         let mut source = Self::default();
         for path in paths {
             let path = path.as_ref();
-            let bytes = std::fs::read(path).map_err(|source| FileSourceError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let bytes = read_envelope_file(path)?;
             source.add(path.to_path_buf(), bytes)?;
         }
         Ok(source)
@@ -113,6 +124,40 @@ impl FileSource {
             })
             .collect()
     }
+}
+
+/// Reads an evidence file, refusing non-regular files and files over the envelope cap without
+/// reading them whole.
+fn read_envelope_file(path: &Path) -> Result<Vec<u8>, FileSourceError> {
+    use std::io::Read as _;
+    let read_error = |source| FileSourceError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let limit = crate::dsse::MAX_ENVELOPE_BYTES;
+    let too_large = || FileSourceError::TooLarge {
+        path: path.to_path_buf(),
+        limit,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(FileSourceError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if usize::try_from(meta.len()).map_or(true, |n| n > limit) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(read_error)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 fn index_of(envelope: &DecodedEnvelope) -> Result<(String, BTreeSet<String>), String> {

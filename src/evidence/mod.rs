@@ -86,6 +86,11 @@ impl<A, B> Sources<A, B> {
     pub fn new(first: A, second: Option<B>) -> Self {
         Self { first, second }
     }
+
+    /// The first source.
+    pub fn first(&self) -> &A {
+        &self.first
+    }
 }
 
 impl<A: EvidenceSource + Sync, B: EvidenceSource + Sync> EvidenceSource for Sources<A, B> {

@@ -347,6 +347,7 @@ mod tests {
                 }],
                 rejected: Vec::new(),
             }],
+            ignored_evidence: Vec::new(),
         }
     }
 

@@ -24,6 +24,18 @@ pub enum StatementError {
     /// The payload is not JSON of the statement shape.
     #[error("payload is not an in-toto statement")]
     Json(#[source] serde_json::Error),
+    /// A record is written as something other than a JSON object.
+    #[error("payload is not an in-toto statement: {0}")]
+    Shape(String),
+    /// An attestor object has two keys that differ only in case; witness's decoder folds case,
+    /// so it would read a different value than Rego sees here.
+    #[error("attestation {kind:?} has keys that differ only in case: {keys}")]
+    AmbiguousKeys {
+        /// Attestation type.
+        kind: String,
+        /// The keys.
+        keys: String,
+    },
     /// `_type` is neither Statement v0.1 nor v1.
     #[error("statement type {0:?} is not an in-toto statement type")]
     StatementType(String),
@@ -51,6 +63,19 @@ pub struct Subject {
     pub digest: BTreeMap<String, String>,
 }
 
+use crate::json_shape::Shape;
+
+const STATEMENT_SHAPE: Shape = Shape::Object(&[
+    (
+        "subject",
+        Shape::ArrayOf(&Shape::Object(&[("digest", Shape::MapOf(&Shape::Any))])),
+    ),
+    (
+        "predicate",
+        Shape::Object(&[("attestations", Shape::ArrayOf(&Shape::Object(&[])))]),
+    ),
+]);
+
 /// An in-toto statement with its predicate left as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Statement {
@@ -74,7 +99,10 @@ impl Statement {
     /// # Errors
     /// Not JSON of the statement shape, or an unknown `_type`.
     pub fn from_json(payload: &[u8]) -> Result<Self, StatementError> {
-        let statement: Statement = serde_json::from_slice(payload).map_err(StatementError::Json)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(StatementError::Json)?;
+        crate::json_shape::check(&value, STATEMENT_SHAPE).map_err(StatementError::Shape)?;
+        let statement = Statement::deserialize(value).map_err(StatementError::Json)?;
         if !STATEMENT_TYPES.contains(&statement.statement_type.as_str()) {
             return Err(StatementError::StatementType(statement.statement_type));
         }
@@ -139,6 +167,12 @@ impl Collection {
     pub fn from_predicate(predicate: &serde_json::Value) -> Result<Self, StatementError> {
         let collection = Collection::deserialize(predicate).map_err(StatementError::Collection)?;
         for entry in &collection.attestations {
+            if let Some(keys) = case_folded_duplicates(&entry.attestation) {
+                return Err(StatementError::AmbiguousKeys {
+                    kind: entry.kind.clone(),
+                    keys,
+                });
+            }
             for (field, value) in [("starttime", &entry.starttime), ("endtime", &entry.endtime)] {
                 let Some(value) = value else { continue };
                 let parsed = time::OffsetDateTime::parse(
@@ -178,4 +212,16 @@ impl Collection {
             None => statement.back_reference_values(),
         }
     }
+}
+
+/// Keys of a JSON object that collide when case is folded, as Go's decoder folds it.
+fn case_folded_duplicates(value: &serde_json::Value) -> Option<String> {
+    let object = value.as_object()?;
+    let mut seen = std::collections::BTreeMap::new();
+    for key in object.keys() {
+        if let Some(other) = seen.insert(key.to_lowercase(), key) {
+            return Some(format!("{other:?} and {key:?}"));
+        }
+    }
+    None
 }

@@ -21,6 +21,12 @@ const KMS_SCHEMES: &[&str] = &["awskms://", "gcpkms://", "azurekms://", "hashiva
 /// Why a policy document cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// Top-level keys that differ from a field only in case, which witness would read.
+    #[error("policy has keys that witness would read as fields (it ignores case): {}", .0.join(", "))]
+    CaseVariant(Vec<String>),
+    /// A key was supplied for a KMS reference that the policy does not name.
+    #[error("a key was supplied for {0:?}, which no policy key names")]
+    UnusedKmsKey(String),
     /// The document has no steps (go-witness v0.12 fails such a policy).
     #[error("policy has no steps")]
     NoSteps,
@@ -197,6 +203,17 @@ impl Policy {
     /// # Errors
     /// See [`PolicyError`]; each variant is a policy that cannot be applied as written.
     pub fn compile(document: PolicyDocument, options: PolicyOptions) -> Result<Self, PolicyError> {
+        let variants = document.case_variant_keys();
+        if !variants.is_empty() {
+            return Err(PolicyError::CaseVariant(variants));
+        }
+        if let Some(unused) = options
+            .kms_keys
+            .keys()
+            .find(|uri| !document.publickeys.values().any(|k| &k.keyid == *uri))
+        {
+            return Err(PolicyError::UnusedKmsKey(unused.clone()));
+        }
         let cilock = document.cilock_only_keys();
         if !cilock.is_empty() {
             return Err(PolicyError::CilockOnly(cilock));
@@ -391,6 +408,11 @@ fn embedded_key(keyid: &str, key: &str) -> Result<PublicKey, PolicyError> {
 
 /// Parses an RFC 3339 time; `None` when it is not one.
 pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    // RFC 3339 allows a lower-case `t`/`z` and a space separator; Go's layout (which witness
+    // uses) does not, so neither do we.
+    if text.contains(['t', 'z', ' ']) {
+        return None;
+    }
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 

@@ -13,6 +13,25 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::json_shape::{self, Shape};
+
+const RECORD: Shape = Shape::Object(&[]);
+const FUNCTIONARY: Shape = Shape::Object(&[(
+    "certConstraint",
+    Shape::Object(&[("extensions", Shape::MapOf(&Shape::Any))]),
+)]);
+const ATTESTATION: Shape = Shape::Object(&[("regopolicies", Shape::ArrayOf(&RECORD))]);
+const STEP: Shape = Shape::Object(&[
+    ("functionaries", Shape::ArrayOf(&FUNCTIONARY)),
+    ("attestations", Shape::ArrayOf(&ATTESTATION)),
+]);
+const POLICY_SHAPE: Shape = Shape::Object(&[
+    ("roots", Shape::MapOf(&RECORD)),
+    ("timestampauthorities", Shape::MapOf(&RECORD)),
+    ("publickeys", Shape::MapOf(&RECORD)),
+    ("steps", Shape::MapOf(&STEP)),
+]);
+
 /// A policy exactly as written.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PolicyDocument {
@@ -41,7 +60,6 @@ pub struct PolicyDocument {
 
 /// A certificate authority: its certificate and intermediates, each base64 of PEM.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Root {
     /// Base64 of the PEM of the anchor certificate.
     #[serde(default)]
@@ -49,11 +67,13 @@ pub struct Root {
     /// Base64 of the PEM of each intermediate.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub intermediates: Vec<String>,
+    /// Other keys (real policies annotate roots with `_comment`); reported by `policy check`.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// A trusted bare key.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PolicyPublicKey {
     /// The key id: the hash of the key's PEM, or a KMS URI.
     #[serde(default)]
@@ -61,6 +81,9 @@ pub struct PolicyPublicKey {
     /// Base64 of the key's PEM.
     #[serde(default)]
     pub key: String,
+    /// Other keys (annotations); reported by `policy check`.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// One required step.
@@ -171,7 +194,28 @@ impl PolicyDocument {
     /// # Errors
     /// Malformed JSON, an unknown key inside a step, or a duplicate key.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let value = json_shape::parse_strict(bytes)?;
+        json_shape::check(&value, POLICY_SHAPE).map_err(de::Error::custom)?;
+        Self::deserialize(value)
+    }
+
+    /// Top-level keys that differ from a policy field only in case (`Expires`, `Steps`). Go's
+    /// decoder folds case, so witness would read them as the field; such a policy means two
+    /// different things to two readers and is refused.
+    pub fn case_variant_keys(&self) -> Vec<String> {
+        const FIELDS: &[&str] = &[
+            "expires",
+            "roots",
+            "timestampauthorities",
+            "publickeys",
+            "steps",
+            "externalattestations",
+        ];
+        self.other
+            .keys()
+            .filter(|k| FIELDS.contains(&k.to_lowercase().as_str()))
+            .cloned()
+            .collect()
     }
 
     /// The cilock-only keys present with a non-empty value, as JSON paths.
@@ -288,6 +332,23 @@ mod tests {
         assert!(policy.other.contains_key("_comment"));
         assert!(policy.steps.is_empty());
         assert!(policy.expires.is_none());
+    }
+
+    #[test]
+    fn records_written_as_arrays_are_refused() {
+        let doc = br#"{"steps": {"b": ["b", [], []]}}"#;
+        let err = PolicyDocument::from_json(doc).unwrap_err().to_string();
+        assert!(err.contains("$.steps.b must be an object"), "{err}");
+    }
+
+    #[test]
+    fn case_variants_of_fields_are_found() {
+        let doc =
+            br#"{"Expires": "2020-01-01T00:00:00Z", "expires": "2035-01-01T00:00:00Z", "_x": 1}"#;
+        assert_eq!(
+            PolicyDocument::from_json(doc).unwrap().case_variant_keys(),
+            ["Expires"]
+        );
     }
 
     #[test]

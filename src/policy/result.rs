@@ -178,4 +178,8 @@ pub struct Verification {
     pub seeds: Vec<String>,
     /// One result per step, in name order.
     pub steps: Vec<StepResult>,
+    /// Evidence that was given but could never be a candidate (an envelope whose payload is
+    /// not a collection), with the reason; filled by the caller that read it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_evidence: Vec<Rejected>,
 }

@@ -90,6 +90,7 @@ pub async fn verify<S: EvidenceSource>(
         policy_failure: None,
         seeds: seeds.to_vec(),
         steps: Vec::new(),
+        ignored_evidence: Vec::new(),
     };
     if policy.is_expired(options.now) {
         verification.policy_failure = Some(match &policy.document.expires {

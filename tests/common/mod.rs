@@ -146,6 +146,15 @@ impl OpensslKey {
         }
     }
 
+    /// A key pair already on disk.
+    pub fn from_files(kind: KeyKind, private: PathBuf, public: PathBuf) -> Self {
+        Self {
+            kind,
+            private,
+            public,
+        }
+    }
+
     /// The witness key id: SHA-256 of the public PEM as openssl writes it (the same text Go
     /// writes: 64-column lines, trailing newline).
     pub fn keyid(&self) -> String {
@@ -155,19 +164,20 @@ impl OpensslKey {
 
     /// Signs `message` with openssl, in the byte format witness uses for this key type.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
-        let dir = self.private.parent().unwrap();
-        let input = dir.join(format!("msg-{}.bin", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("message.bin");
         std::fs::write(&input, message).unwrap();
         let (k, i) = (self.private.to_str().unwrap(), input.to_str().unwrap());
-        let sig = match self.kind {
-            KeyKind::Ed25519 => {
-                openssl(dir, &["pkeyutl", "-sign", "-inkey", k, "-rawin", "-in", i])
-            }
+        match self.kind {
+            KeyKind::Ed25519 => openssl(
+                dir.path(),
+                &["pkeyutl", "-sign", "-inkey", k, "-rawin", "-in", i],
+            ),
             KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 | KeyKind::RsaPkcs1 => {
-                openssl(dir, &["dgst", "-sha256", "-sign", k, i])
+                openssl(dir.path(), &["dgst", "-sha256", "-sign", k, i])
             }
             KeyKind::RsaPss => openssl(
-                dir,
+                dir.path(),
                 &[
                     "dgst",
                     "-sha256",
@@ -180,9 +190,7 @@ impl OpensslKey {
                     i,
                 ],
             ),
-        };
-        std::fs::remove_file(&input).ok();
-        sig
+        }
     }
 
     /// A DSSE envelope over `payload`, signed by this key, as witness serializes it.

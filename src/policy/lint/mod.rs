@@ -133,7 +133,36 @@ impl Findings {
 }
 
 fn check_top_level(document: &PolicyDocument, now: OffsetDateTime, out: &mut Findings) {
-    for key in document.other.keys() {
+    for key in document.case_variant_keys() {
+        out.push(
+            Severity::Error,
+            key.clone(),
+            "differs from a policy field only in case: witness reads it as that field, attestgate refuses the policy",
+        );
+    }
+    for (id, root) in document.roots.iter().chain(&document.timestampauthorities) {
+        for key in root.other.keys() {
+            out.push(
+                Severity::Warning,
+                format!("{id}.{key}"),
+                "unknown key is ignored",
+            );
+        }
+    }
+    for (id, key) in &document.publickeys {
+        for other in key.other.keys() {
+            out.push(
+                Severity::Warning,
+                format!("publickeys.{id}.{other}"),
+                "unknown key is ignored",
+            );
+        }
+    }
+    for key in document
+        .other
+        .keys()
+        .filter(|k| !document.case_variant_keys().contains(k))
+    {
         out.push(
             Severity::Warning,
             key.clone(),
@@ -411,7 +440,8 @@ fn check_loads(document: &PolicyDocument, out: &mut Findings) {
             | PolicyError::Expires(_)
             | PolicyError::CilockOnly(_)
             | PolicyError::NoAttestations(_)
-            | PolicyError::UnknownArtifactsFrom { .. },
+            | PolicyError::UnknownArtifactsFrom { .. }
+            | PolicyError::CaseVariant(_),
         ) => {}
         Err(e) => out.push(
             Severity::Error,
