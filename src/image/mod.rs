@@ -2,11 +2,18 @@
 //! from, and the identities evidence must name.
 
 pub mod binding;
+mod credentials;
+mod mirrors;
 mod reference;
 mod registry;
 mod resolved;
 mod revision;
 
+pub use credentials::{
+    CredentialError, CredentialProviders, Credentials, DockerConfig, DockerConfigError, Keyring,
+    ResponseError, DEFAULT_MAX_PLUGIN_OUTPUT_BYTES, DEFAULT_PLUGIN_TIMEOUT,
+};
+pub use mirrors::{Capabilities, ClientCertificate, Endpoint, Mirrors, MirrorsError};
 pub use reference::{Digest, ImageReference, ReferenceError, DEFAULT_REGISTRY};
 pub use registry::{
     Registry, RegistryConfig, RegistryCredentials, RegistryError,
