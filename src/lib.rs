@@ -15,6 +15,7 @@ pub mod image;
 pub mod intoto;
 mod json_shape;
 pub mod policy;
+pub mod resolve;
 
 /// An error and its causes on one line, `outer: inner: root`, for logs and messages.
 ///

@@ -2,6 +2,7 @@
 //! into text or JSON, and errors into the documented exit codes.
 
 mod policy_check;
+mod resolve;
 mod verify;
 
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ pub enum Command {
     /// Work with policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Resolve an image as the webhook will: digest, identities, commit, subjects, evidence and,
+    /// with a policy, whether it passed and is bound to the image.
+    Resolve(resolve::ResolveArgs),
 }
 
 /// `attestgate policy ...`.
@@ -60,6 +64,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Verify(args) => verify::run(args),
         Command::Policy(PolicyCommand::Check(args)) => policy_check::run(args),
+        Command::Resolve(args) => resolve::run(args),
     };
     ExitCode::from(code)
 }

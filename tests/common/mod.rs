@@ -344,3 +344,96 @@ impl Drop for Archivista {
             .output();
     }
 }
+
+/// A plain-HTTP Debian `docker-registry` on loopback (`tests/peers/start-registry.sh`), stopped
+/// when dropped.
+pub struct PlainRegistry {
+    pub dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+}
+
+impl PlainRegistry {
+    /// Starts one, or `None` when the registry peers are not installed (a failure under
+    /// `CI=true`).
+    pub fn start() -> Option<Self> {
+        for tool in ["docker-registry", "skopeo", "python3"] {
+            if !require_peer(Path::new(tool), "the real registry and its push tool") {
+                return None;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(root().join("tests/peers/start-registry.sh"))
+            .arg(dir.path())
+            .arg("0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "registry did not start:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("registry.env")).unwrap();
+        let host = env
+            .lines()
+            .find_map(|l| l.strip_prefix("REGISTRY="))
+            .unwrap()
+            .trim_matches(['"', '\''])
+            .to_string();
+        Some(Self { dir, host })
+    }
+
+    /// `skopeo copy --all --preserve-digests` of `layout:tag` to `repository`
+    /// (`name:tag`) on this registry.
+    pub fn push(&self, layout: &Path, tag: &str, repository: &str) {
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repository}", self.host))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo push of {repository}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PlainRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("tests/peers/stop.sh"))
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// Writes `tests/peers/mklayout.py`'s layout (tags `v1` and `multi`) with these labels into
+/// `dir` and returns its manifest digests by name (`v1`, `multi`, `amd64`, `arm64`).
+pub fn mklayout(
+    dir: &Path,
+    revision: &str,
+    source: &str,
+) -> std::collections::HashMap<String, String> {
+    let out = Command::new("python3")
+        .arg(root().join("tests/peers/mklayout.py"))
+        .arg(dir)
+        .arg(revision)
+        .arg(source)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mklayout.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

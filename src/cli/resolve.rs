@@ -1,0 +1,294 @@
+//! `attestgate resolve IMAGE`: what the webhook will use for one image — its digest and
+//! identities, its commit and source, the subjects evidence is searched with, and (with a
+//! policy) the evidence found and whether it passed and is bound to this image.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{printable, Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
+use crate::crypto::PublicKey;
+use crate::evidence::{ArchivistaConfig, ArchivistaSource, FileSource, Sources};
+use crate::image::binding::Binding;
+use crate::image::{ImageReference, Registry, RegistryConfig, RegistryCredentials};
+use crate::policy::{PolicyOptions, PolicyTrust, SignedPolicy};
+use crate::resolve::{resolve, Resolution};
+
+/// How evidence is tied to the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum BindingMode {
+    /// A passing collection must name the image's digest (or every platform's) as produced.
+    Digest,
+    /// Evidence is found by the revision label; needs --expected-source and
+    /// --trust-registry-push-rights.
+    Commit,
+}
+
+/// Flags of `attestgate resolve`.
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The image reference, e.g. 127.0.0.1:5000/team/app:v1 or ...@sha256:<hex>.
+    image: String,
+    /// A signed policy (DSSE envelope) to verify the image's evidence against (needs -k).
+    #[arg(short = 'p', long = "policy")]
+    policy: Option<PathBuf>,
+    /// Public key that signs the policy (repeatable).
+    #[arg(short = 'k', long = "publickey")]
+    publickey: Vec<PathBuf>,
+    /// How evidence is tied to the image.
+    #[arg(long, value_enum, default_value_t = BindingMode::Digest)]
+    binding: BindingMode,
+    /// The repository the image must be built from (commit binding): the image's
+    /// org.opencontainers.image.source label and the passing evidence must both name it.
+    #[arg(long, value_name = "URL")]
+    expected_source: Option<String>,
+    /// Required by --binding commit: say that registry push rights are trusted. The revision
+    /// and source labels are written by whoever pushes the image, so anyone who can push can
+    /// label another build's image with a good commit (and the right repository) and have it
+    /// admitted on that commit's evidence. Digest binding does not trust labels.
+    #[arg(long)]
+    trust_registry_push_rights: bool,
+    /// A registry `host:port` reached over plain HTTP (repeatable); every other is HTTPS only.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registry: Vec<String>,
+    /// A CA certificate (PEM file) to trust for registries (repeatable).
+    #[arg(long = "registry-ca", value_name = "PEMFILE")]
+    registry_ca: Vec<PathBuf>,
+    /// Also search an Archivista server for evidence (needs --archivista-server).
+    #[arg(long)]
+    enable_archivista: bool,
+    /// The Archivista server to search (no default).
+    #[arg(long, value_name = "URL")]
+    archivista_server: Option<String>,
+    /// A CA certificate (PEM file) to trust for the Archivista server (repeatable).
+    #[arg(long, value_name = "PEMFILE")]
+    archivista_ca: Vec<PathBuf>,
+    /// An evidence envelope (repeatable, or comma-separated).
+    #[arg(short = 'a', long = "attestations", value_delimiter = ',')]
+    attestations: Vec<PathBuf>,
+    /// Seconds the whole resolution (registry and evidence) may take.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// Runs the command and returns its exit code.
+pub(super) fn run(args: ResolveArgs) -> u8 {
+    match execute(&args) {
+        Ok(resolution) => {
+            print(&resolution, args.output);
+            if resolution.admitted() {
+                EXIT_PASSED
+            } else {
+                EXIT_FAILED
+            }
+        }
+        Err((code, message)) => {
+            if args.output == Output::Json {
+                let body = serde_json::json!({"error": message, "exit_code": code});
+                println!("{body}");
+            }
+            eprintln!("attestgate: {}", printable(&message));
+            code
+        }
+    }
+}
+
+type Failure = (u8, String);
+
+fn usage(message: impl Into<String>) -> Failure {
+    (EXIT_USAGE, message.into())
+}
+
+fn execute(args: &ResolveArgs) -> Result<Resolution, Failure> {
+    let image = ImageReference::parse(&args.image)
+        .map_err(|e| usage(format!("{}: {}", args.image, crate::display_chain(&e))))?;
+    let binding = match args.binding {
+        BindingMode::Digest => {
+            if args.expected_source.is_some() || args.trust_registry_push_rights {
+                return Err(usage(
+                    "--expected-source and --trust-registry-push-rights belong to --binding commit",
+                ));
+            }
+            Binding::Digest
+        }
+        BindingMode::Commit => {
+            let Some(source) = &args.expected_source else {
+                return Err(usage("--binding commit needs --expected-source URL"));
+            };
+            if !args.trust_registry_push_rights {
+                return Err(usage(
+                    "--binding commit needs --trust-registry-push-rights: anyone who can push can \
+                     label another build's image with a good commit",
+                ));
+            }
+            Binding::Commit {
+                source: source.clone(),
+            }
+        }
+    };
+
+    let mut config = RegistryConfig {
+        insecure_hosts: args.insecure_registry.clone(),
+        ..RegistryConfig::default()
+    };
+    for path in &args.registry_ca {
+        config.extra_ca_pem.push(read(path)?);
+    }
+    let registry = Registry::new(config).map_err(|e| usage(crate::display_chain(&e)))?;
+
+    let policy = match &args.policy {
+        Some(path) => Some(load_policy(path, &args.publickey)?),
+        None => {
+            if !args.publickey.is_empty() {
+                return Err(usage("-k/--publickey is given but --policy is not"));
+            }
+            None
+        }
+    };
+    let files =
+        FileSource::from_paths(&args.attestations).map_err(|e| usage(crate::display_chain(&e)))?;
+    let source = Sources::new(files, archivista(args)?);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+        resolve(
+            &image,
+            &registry,
+            &RegistryCredentials::Anonymous,
+            &binding,
+            policy.as_ref(),
+            &source,
+            deadline,
+        )
+        .await
+        .map_err(|e| {
+            let code = if e.is_unreachable() {
+                EXIT_UNREACHABLE
+            } else {
+                EXIT_FAILED
+            };
+            (code, crate::display_chain(&e))
+        })
+    })
+}
+
+fn load_policy(path: &std::path::Path, keys: &[PathBuf]) -> Result<SignedPolicy, Failure> {
+    if keys.is_empty() {
+        return Err(usage(
+            "--policy needs -k/--publickey (the key that signs it)",
+        ));
+    }
+    let mut trust = PolicyTrust::default();
+    for key in keys {
+        let pem = read(key)?;
+        let key = PublicKey::from_pem(&pem)
+            .map_err(|e| usage(format!("{}: {}", key.display(), crate::display_chain(&e))))?;
+        trust.add_key(key);
+    }
+    let bytes = super::read_file(path, super::MAX_POLICY_BYTES).map_err(usage)?;
+    SignedPolicy::load(&bytes, &trust, PolicyOptions::default()).map_err(|e| {
+        let message = format!("{}: {}", path.display(), crate::display_chain(&e));
+        if e.is_untrusted() {
+            (EXIT_FAILED, message)
+        } else {
+            usage(message)
+        }
+    })
+}
+
+fn archivista(args: &ResolveArgs) -> Result<Option<ArchivistaSource>, Failure> {
+    match (args.enable_archivista, &args.archivista_server) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(usage(
+            "--archivista-server is given but --enable-archivista is not",
+        )),
+        (true, None) => Err(usage(
+            "--enable-archivista needs --archivista-server URL (there is no default server)",
+        )),
+        (true, Some(url)) => {
+            let mut config = ArchivistaConfig::new(url.clone());
+            for path in &args.archivista_ca {
+                config.ca_pem.push(read(path)?);
+            }
+            ArchivistaSource::new(config)
+                .map(Some)
+                .map_err(|e| usage(crate::display_chain(&e)))
+        }
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    super::read_file(path, super::MAX_SMALL_FILE_BYTES).map_err(usage)
+}
+
+fn print(resolution: &Resolution, output: Output) {
+    if output == Output::Json {
+        match serde_json::to_string_pretty(resolution) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("attestgate: {e}"),
+        }
+        return;
+    }
+    let verdict = match &resolution.verdict {
+        None => "RESOLVED".to_string(),
+        Some(v) if v.passed && v.bound => "PASSED (bound)".to_string(),
+        Some(v) => format!(
+            "FAILED: {}",
+            printable(v.reason.as_deref().unwrap_or("unknown"))
+        ),
+    };
+    println!("{verdict}");
+    println!(
+        "  image    {} -> {}",
+        printable(&resolution.reference),
+        resolution.digest
+    );
+    for identity in resolution.identities.iter().skip(1) {
+        println!(
+            "  {:<8} {}{}",
+            identity.kind.replace("platform_manifest", "platform"),
+            identity.digest,
+            identity
+                .platform
+                .as_deref()
+                .map(|p| format!(" ({})", printable(p)))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "  commit   {}  source {}",
+        resolution.commit.as_deref().map_or("-".into(), printable),
+        resolution.source.as_deref().map_or("-".into(), printable)
+    );
+    if resolution.subjects.len() > 1 {
+        println!("  subjects the {} digests above", resolution.subjects.len());
+    } else {
+        println!("  subjects {}", resolution.subjects.join(", "));
+    }
+    for item in &resolution.evidence {
+        let at = match (&item.gitoid, &item.path) {
+            (Some(g), _) => format!("gitoid:{g}"),
+            (None, Some(p)) => p.display().to_string(),
+            (None, None) => "-".into(),
+        };
+        let state = if item.passed { "passed" } else { "rejected" };
+        println!(
+            "  evidence step {} {state}: {}{}",
+            printable(&item.step),
+            printable(&at),
+            if item.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", printable(&item.reasons.join("; ")))
+            }
+        );
+    }
+}

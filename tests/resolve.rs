@@ -1,0 +1,488 @@
+//! `attestgate resolve` end to end: images pushed with skopeo to the REAL Debian
+//! `docker-registry`, evidence (openssl-signed DSSE envelopes) uploaded to a REAL Archivista,
+//! both on loopback and started by the test. Without those peers the tests print "skipped: ..."
+//! and pass, except under `CI=true`, where they fail.
+//!
+//! The binding attacks: an image labelled with the good commit but built elsewhere; a good
+//! collection whose base-image (`materialdigest:`) subject is the attacker's image; an index
+//! with one verified and one unverified platform; a source label naming another repository
+//! under commit binding. Each must fail with its own reason.
+//!
+//! Every reference points at 127.0.0.1; nothing else is contacted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::{Arc, Mutex, Weak};
+
+use common::{attestgate, Archivista, KeyKind, OpensslKey, PlainRegistry, Run, INTOTO_TYPE};
+use serde_json::{json, Value};
+
+const COMMIT: &str = "68ea7a55316c66a603a6838f05e4c130c2b4ff80";
+const SRC: &str = "https://github.com/example/hello";
+const DOCKER: &str = "https://witness.dev/attestations/docker/v0.1";
+const GIT: &str = "https://witness.dev/attestations/git/v0.1";
+const COLLECTION: &str = "https://witness.testifysec.com/attestation-collection/v0.1";
+
+/// Everything the cases share: one registry, one Archivista, the images and the evidence.
+struct World {
+    registry: PlainRegistry,
+    archivista: Archivista,
+    dir: tempfile::TempDir,
+    /// sha256 hex of what was pushed, by name.
+    good: String,
+    evil: String,
+    based_on_evil: String,
+    multi: String,
+    amd64: String,
+    /// Gitoids of the uploaded collections.
+    good_gitoid: String,
+    material_gitoid: String,
+}
+
+static WORLD: Mutex<Weak<World>> = Mutex::new(Weak::new());
+
+fn world() -> Option<Arc<World>> {
+    let mut slot = WORLD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(world) = slot.upgrade() {
+        return Some(world);
+    }
+    let registry = PlainRegistry::start()?;
+    let archivista = Archivista::start()?;
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+
+    // The good build, and images built elsewhere with the good commit on their labels (their
+    // source labels differ only in spelling, so they normalise to the good repository).
+    let layout = |name: &str, source: &str| {
+        let path = tmp.join(name);
+        let digests = common::mklayout(&path, COMMIT, source);
+        (path, digests)
+    };
+    let (good_layout, good) = layout("good", SRC);
+    let (evil_layout, evil) = layout("evil", &format!("{SRC}.git"));
+    let (based_layout, based) = layout("based", &format!("{SRC}/"));
+    let (other_layout, _) = layout("other", "https://github.com/attacker/hello");
+    registry.push(&good_layout, "v1", "demo/good:v1");
+    registry.push(&good_layout, "multi", "demo/multi:v1");
+    registry.push(&evil_layout, "v1", "demo/evil:v1");
+    registry.push(&based_layout, "v1", "demo/based:v1");
+    registry.push(&other_layout, "v1", "demo/other:v1");
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+
+    let policy_key = OpensslKey::generate(tmp, "policy", KeyKind::Ed25519);
+    let builder = OpensslKey::generate(tmp, "builder", KeyKind::EcdsaP256);
+    let policy = json!({
+        "expires": "2035-01-01T00:00:00Z",
+        "publickeys": {builder.keyid(): builder.policy_entry()},
+        "steps": {"build": {"name": "build",
+            "functionaries": [{"type": "publickey", "publickeyid": builder.keyid()}],
+            "attestations": [{"type": GIT}, {"type": DOCKER}]}}
+    });
+    std::fs::write(
+        tmp.join("policy.json"),
+        policy_key.envelope(common::POLICY_TYPE, policy.to_string().as_bytes()),
+    )
+    .unwrap();
+
+    // The good build names its image as produced and the commit it was built from.
+    let good_hex = hex(&good["v1"]);
+    let good_collection = collection(
+        &[
+            (
+                format!("{DOCKER}/imagedigest:{good_hex}"),
+                "sha256",
+                &good_hex,
+            ),
+            (format!("{GIT}/commithash:{COMMIT}"), "sha1", COMMIT),
+        ],
+        SRC,
+    );
+    let good_envelope = builder.envelope(INTOTO_TYPE, &good_collection);
+    std::fs::write(tmp.join("good.json"), &good_envelope).unwrap();
+    let good_gitoid = archivista.upload(&good_envelope);
+
+    // Another good build whose base image (a material) is the attacker's image.
+    let based_hex = hex(&based["v1"]);
+    let unrelated = "ab".repeat(32);
+    let material_gitoid = archivista.upload(&builder.envelope(
+        INTOTO_TYPE,
+        &collection(
+            &[
+                (
+                    format!("{DOCKER}/imagedigest:{unrelated}"),
+                    "sha256",
+                    &unrelated,
+                ),
+                (
+                    format!("{DOCKER}/materialdigest:{based_hex}"),
+                    "sha256",
+                    &based_hex,
+                ),
+            ],
+            SRC,
+        ),
+    ));
+
+    // The multi-platform build: evidence names only the amd64 image.
+    let amd64_hex = hex(&good["amd64"]);
+    archivista.upload(&builder.envelope(
+        INTOTO_TYPE,
+        &collection(
+            &[(
+                format!("{DOCKER}/imagedigest:{amd64_hex}"),
+                "sha256",
+                &amd64_hex,
+            )],
+            SRC,
+        ),
+    ));
+
+    let world = Arc::new(World {
+        registry,
+        archivista,
+        dir,
+        good: good_hex,
+        evil: hex(&evil["v1"]),
+        based_on_evil: based_hex,
+        multi: hex(&good["multi"]),
+        amd64: amd64_hex,
+        good_gitoid,
+        material_gitoid,
+    });
+    *slot = Arc::downgrade(&world);
+    Some(world)
+}
+
+/// A witness collection for step `build` with git (remote `remote`) and docker attestations.
+fn collection(subjects: &[(String, &str, &str)], remote: &str) -> Vec<u8> {
+    let subject: Vec<Value> = subjects
+        .iter()
+        .map(|(name, alg, value)| json!({"name": name, "digest": {*alg: value}}))
+        .collect();
+    json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "subject": subject,
+        "predicateType": COLLECTION,
+        "predicate": {"name": "build", "attestations": [
+            {"type": GIT, "attestation": {"commithash": COMMIT, "remotes": [remote]}},
+            {"type": DOCKER, "attestation": {}}
+        ]}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+impl World {
+    fn resolve(&self, image: &str, extra: &[&str]) -> Run {
+        let reference = format!("{}/{image}", self.registry.host);
+        let mut args = vec![
+            "resolve",
+            &reference,
+            "--insecure-registry",
+            &self.registry.host,
+            "--policy",
+            "policy.json",
+            "-k",
+            "policy.pub.pem",
+            "--enable-archivista",
+            "--archivista-server",
+            &self.archivista.url,
+        ];
+        args.extend_from_slice(extra);
+        attestgate(self.dir.path(), args)
+    }
+
+    fn resolve_json(&self, image: &str, extra: &[&str]) -> (Run, Value) {
+        let mut extra = extra.to_vec();
+        extra.extend(["--output", "json"]);
+        let run = self.resolve(image, &extra);
+        let value =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.text()));
+        (run, value)
+    }
+}
+
+fn reason(value: &Value) -> String {
+    value["verdict"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_good_image_resolves_and_passes_with_digest_binding() {
+    let Some(w) = world() else { return };
+    let (run, out) = w.resolve_json("demo/good:v1", &[]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(
+        out["reference"],
+        format!("{}/demo/good:v1", w.registry.host)
+    );
+    assert_eq!(out["digest"], format!("sha256:{}", w.good));
+    let identities = out["identities"].as_array().unwrap();
+    assert_eq!(identities[0]["kind"], "pinned");
+    assert_eq!(identities[0]["digest"], format!("sha256:{}", w.good));
+    assert_eq!(identities[0]["platform"], Value::Null);
+    assert_eq!(identities[1]["kind"], "config");
+    assert_eq!(identities[1]["platform"], "linux/amd64");
+    assert_eq!(out["commit"], COMMIT);
+    assert_eq!(out["source"], SRC);
+    let subjects = out["subjects"].as_array().unwrap();
+    assert_eq!(subjects.len(), identities.len());
+    assert!(subjects.contains(&json!(w.good)));
+    let evidence = out["evidence"].as_array().unwrap();
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    assert_eq!(evidence[0]["gitoid"], w.good_gitoid);
+    assert_eq!(evidence[0]["step"], "build");
+    assert_eq!(evidence[0]["types"], json!([GIT, DOCKER]));
+    assert_eq!(evidence[0]["passed"], true);
+    assert_eq!(
+        out["verdict"],
+        json!({"passed": true, "bound": true, "reason": null})
+    );
+
+    // The same from a local file, and as text.
+    let run = attestgate(
+        w.dir.path(),
+        [
+            "resolve",
+            &format!("{}/demo/good:v1", w.registry.host),
+            "--insecure-registry",
+            &w.registry.host,
+            "-p",
+            "policy.json",
+            "-k",
+            "policy.pub.pem",
+            "-a",
+            "good.json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(run.stdout.starts_with("PASSED (bound)"), "{}", run.stdout);
+    assert!(run.stdout.contains("good.json"), "{}", run.stdout);
+    assert!(run.stdout.contains(COMMIT), "{}", run.stdout);
+
+    // Without a policy: resolved, nothing judged.
+    let run = attestgate(
+        w.dir.path(),
+        [
+            "resolve",
+            &format!("{}/demo/good:v1", w.registry.host),
+            "--insecure-registry",
+            &w.registry.host,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.text());
+    let out: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["verdict"], Value::Null);
+    assert_eq!(out["evidence"], json!([]));
+}
+
+#[test]
+fn an_image_with_the_good_commit_built_elsewhere_fails_digest_binding() {
+    let Some(w) = world() else { return };
+    let (run, out) = w.resolve_json("demo/evil:v1", &[]);
+    assert_eq!(run.code, 1, "{}", run.text());
+    assert_eq!(
+        out["commit"], COMMIT,
+        "the attacker's label is the good commit"
+    );
+    assert_eq!(out["digest"], format!("sha256:{}", w.evil));
+    assert_eq!(out["verdict"]["passed"], false);
+    assert_eq!(out["verdict"]["bound"], false);
+    assert!(
+        reason(&out).contains("no collection names this image's subjects"),
+        "{}",
+        reason(&out)
+    );
+    assert_eq!(out["evidence"], json!([]));
+}
+
+#[test]
+fn a_good_collection_naming_the_attacker_image_as_its_base_does_not_bind() {
+    let Some(w) = world() else { return };
+    let (run, out) = w.resolve_json("demo/based:v1", &[]);
+    assert_eq!(run.code, 1, "{}", run.text());
+    // The collection is found by the digest value and passes the policy ...
+    assert_eq!(out["evidence"][0]["gitoid"], w.material_gitoid);
+    assert_eq!(out["evidence"][0]["passed"], true);
+    assert_eq!(out["verdict"]["passed"], true);
+    // ... but it names the image as a material, not as what it produced.
+    assert_eq!(out["verdict"]["bound"], false);
+    assert!(
+        reason(&out).contains(&format!(
+            "no passing collection names this image (sha256:{})",
+            w.based_on_evil
+        )),
+        "{}",
+        reason(&out)
+    );
+}
+
+#[test]
+fn an_index_with_one_unverified_platform_fails() {
+    let Some(w) = world() else { return };
+    let (run, out) = w.resolve_json("demo/multi:v1", &[]);
+    assert_eq!(run.code, 1, "{}", run.text());
+    assert_eq!(out["digest"], format!("sha256:{}", w.multi));
+    let kinds: Vec<&str> = out["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "pinned",
+            "platform_manifest",
+            "config",
+            "platform_manifest",
+            "config"
+        ]
+    );
+    assert!(out["subjects"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(w.amd64)));
+    assert_eq!(out["verdict"]["passed"], true);
+    assert_eq!(out["verdict"]["bound"], false);
+    let reason = reason(&out);
+    assert!(
+        reason.contains("platforms not named by any passing collection: linux/arm64"),
+        "{reason}"
+    );
+    assert!(!reason.contains("linux/amd64"), "{reason}");
+
+    // The text report says so on its first line.
+    let run = w.resolve("demo/multi:v1", &[]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.lines().next().unwrap().contains("linux/arm64"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn commit_binding_needs_the_source_label_and_the_remote_in_evidence() {
+    let Some(w) = world() else { return };
+    let commit = [
+        "--binding",
+        "commit",
+        "--expected-source",
+        "https://github.com/example/hello.git",
+        "--trust-registry-push-rights",
+    ];
+    let (run, out) = w.resolve_json("demo/good:v1", &commit);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(out["subjects"], json!([COMMIT]));
+    assert!(out["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["gitoid"] == w.good_gitoid.as_str() && e["passed"] == true));
+    assert_eq!(
+        out["verdict"],
+        json!({"passed": true, "bound": true, "reason": null})
+    );
+
+    // A source label naming another repository fails, although the commit's evidence passes.
+    let (run, out) = w.resolve_json("demo/other:v1", &commit);
+    assert_eq!(run.code, 1, "{}", run.text());
+    assert_eq!(out["verdict"]["passed"], true);
+    assert_eq!(out["verdict"]["bound"], false);
+    assert!(
+        reason(&out).contains("source label is Some(\"https://github.com/attacker/hello\")"),
+        "{}",
+        reason(&out)
+    );
+
+    // Evidence that passed but was built from another repository does not bind either.
+    let (run, out) = w.resolve_json(
+        "demo/good:v1",
+        &[
+            "--binding",
+            "commit",
+            "--expected-source",
+            "https://github.com/example/elsewhere",
+            "--trust-registry-push-rights",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.text());
+    assert!(reason(&out).contains("source label"), "{}", reason(&out));
+
+    // What trusting push rights means: the image built elsewhere, labelled with the good
+    // commit and the right repository, is admitted under commit binding (and refused under
+    // digest binding, above).
+    let (run, _) = w.resolve_json("demo/evil:v1", &commit);
+    assert_eq!(run.code, 0, "{}", run.text());
+}
+
+#[test]
+fn commit_binding_must_be_asked_for_in_so_many_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = attestgate(
+        dir.path(),
+        [
+            "resolve",
+            "127.0.0.1:9/demo/good:v1",
+            "--binding",
+            "commit",
+            "--expected-source",
+            SRC,
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains("--trust-registry-push-rights"),
+        "{}",
+        run.stderr
+    );
+    let run = attestgate(
+        dir.path(),
+        [
+            "resolve",
+            "127.0.0.1:9/demo/good:v1",
+            "--binding",
+            "commit",
+            "--trust-registry-push-rights",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("--expected-source"), "{}", run.stderr);
+}
+
+#[test]
+fn a_registry_that_is_down_exits_3() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!("127.0.0.1:{port}");
+    let run = attestgate(
+        dir.path(),
+        [
+            "resolve",
+            &format!("{host}/demo/good:v1"),
+            "--insecure-registry",
+            &host,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 3, "{}", run.text());
+    let out: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["exit_code"], 3);
+    assert!(
+        out["error"].as_str().unwrap().contains("unreachable"),
+        "{out}"
+    );
+}
