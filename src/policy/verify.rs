@@ -8,12 +8,13 @@
 //! found there; here it always is, and the verdict never depends on iteration order.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use super::compiled::{CompiledStep, Policy};
 use super::functionary;
-use super::rego::RegoOutcome;
+use super::rego::{RegoBudget, RegoOutcome, DEFAULT_REGO_BUDGET};
 use super::result::{PassedCollection, Reason, Rejected, StepResult, Verification};
 use super::signed::SignedPolicy;
 use crate::crypto::{format_time, verify_envelope, VerifiedSigner};
@@ -31,12 +32,17 @@ pub struct VerifyOptions {
     /// The verification time: the policy's expiry, and certificate chains that no trusted
     /// timestamp dates, are judged at it.
     pub now: OffsetDateTime,
+    /// Total wall-clock time all the Rego evaluations of this verification may take together
+    /// (each one is also bounded by the policy's per-evaluation limit); once it is spent,
+    /// further evaluations fail. Default: [`DEFAULT_REGO_BUDGET`] (10 s).
+    pub rego_budget: Duration,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
         Self {
             now: OffsetDateTime::now_utc(),
+            rego_budget: DEFAULT_REGO_BUDGET,
         }
     }
 }
@@ -105,7 +111,8 @@ pub async fn verify<S: EvidenceSource>(
         .keys()
         .map(|k| (k.as_str(), StepState::default()))
         .collect();
-    search(policy, source, seeds, options.now, &mut states).await?;
+    let budget = RegoBudget::new(options.rego_budget);
+    search(policy, source, seeds, options.now, &budget, &mut states).await?;
     check_artifacts_from(policy, &mut states);
 
     verification.steps = states
@@ -126,6 +133,7 @@ async fn search<S: EvidenceSource>(
     source: &S,
     seeds: &[String],
     now: OffsetDateTime,
+    budget: &RegoBudget,
     states: &mut BTreeMap<&str, StepState>,
 ) -> Result<(), SourceError> {
     let mut digests: BTreeSet<String> = seeds.iter().cloned().collect();
@@ -161,7 +169,7 @@ async fn search<S: EvidenceSource>(
                 if !seen.insert(candidate.reference.clone()) {
                     continue;
                 }
-                match check_candidate(policy, step, &candidate, now) {
+                match check_candidate(policy, step, &candidate, now, budget) {
                     Ok(accepted) => {
                         digests.extend(accepted.back_references);
                         state.accepted.push(accepted.accepted);
@@ -192,6 +200,7 @@ fn check_candidate(
     step: &CompiledStep,
     candidate: &Candidate,
     now: OffsetDateTime,
+    budget: &RegoBudget,
 ) -> Result<CheckedCandidate, Vec<Reason>> {
     let one = |r: Reason| vec![r];
 
@@ -276,7 +285,7 @@ fn check_candidate(
     }
 
     // 4. Every required attestation present, and its Rego satisfied for each attestor of it.
-    let reasons = check_attestations(policy, step, &collection);
+    let reasons = check_attestations(policy, step, &collection, budget);
     if !reasons.is_empty() {
         return Err(reasons);
     }
@@ -317,6 +326,7 @@ fn check_attestations(
     policy: &Policy,
     step: &CompiledStep,
     collection: &Collection,
+    budget: &RegoBudget,
 ) -> Vec<Reason> {
     let mut reasons = Vec::new();
     for required in &step.attestations {
@@ -341,7 +351,7 @@ fn check_attestations(
             }
         };
         for entry in entries {
-            match modules.evaluate(&entry.attestation) {
+            match modules.evaluate(&entry.attestation, budget) {
                 RegoOutcome::Allowed => {}
                 RegoOutcome::Denied(messages) => reasons.push(Reason::RegoDenied {
                     kind: required.kind.clone(),

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::compiled::{Policy, PolicyError, PolicyOptions};
 use super::document::{PolicyDocument, Root, Step};
-use super::rego::{RegoModules, RegoOutcome};
+use super::rego::{RegoBudget, RegoModules, RegoOutcome};
 use crate::encoding::decode_base64;
 use crate::intoto::types;
 
@@ -357,7 +357,9 @@ fn check_step(document: &PolicyDocument, key: &str, step: &Step, out: &mut Findi
 }
 
 /// Compiles the modules and probes them with an empty attestation: a module that allows it
-/// passes whenever the fields it reads are missing, which is rarely what its author meant.
+/// passes whenever the fields it reads are missing, which is rarely what its author meant, and
+/// one that calls a function the engine lacks (`http.send`, `opa.runtime`) fails wherever the
+/// call is reached. The probe gets the Rego time budget of one verification.
 fn check_rego(at: &str, kind: &str, policies: &[super::document::RegoPolicy], out: &mut Findings) {
     let modules = match RegoModules::compile(policies, super::rego::DEFAULT_REGO_TIME_LIMIT) {
         Ok(Some(m)) => m,
@@ -372,7 +374,10 @@ fn check_rego(at: &str, kind: &str, policies: &[super::document::RegoPolicy], ou
         }
     };
     let names = modules.names().join(", ");
-    match modules.evaluate(&serde_json::json!({})) {
+    let budget = RegoBudget::new(super::rego::DEFAULT_REGO_BUDGET);
+    let outcome = modules.evaluate(&serde_json::json!({}), &budget);
+    let missing = outcome.missing_functions();
+    match outcome {
         RegoOutcome::Allowed => {
             let fields = input_paths(policies);
             let detail = if fields.is_empty() {
@@ -386,6 +391,14 @@ fn check_rego(at: &str, kind: &str, policies: &[super::document::RegoPolicy], ou
                 format!("rego {names:?} allows a {kind} attestation whose fields are missing{detail}: add a deny rule for the missing case"),
             );
         }
+        RegoOutcome::Failed(detail) if !missing.is_empty() => out.push(
+            Severity::Error,
+            format!("{at}.regopolicies"),
+            format!(
+                "rego {names:?} uses a builtin attestgate does not provide: {} (or a function no module defines); every evaluation that reaches the call fails, as on an empty attestation ({detail})",
+                missing.join(", ")
+            ),
+        ),
         RegoOutcome::Failed(detail) => out.push(
             Severity::Warning,
             format!("{at}.regopolicies"),
@@ -448,5 +461,61 @@ fn check_loads(document: &PolicyDocument, out: &mut Findings) {
             "",
             format!("policy does not load: {}", crate::display_chain(&e)),
         ),
+    }
+}
+
+#[cfg(test)]
+mod rego_tests {
+    use super::*;
+    use crate::encoding::encode_base64;
+
+    fn rego_findings(source: &str) -> Vec<Finding> {
+        let policies = [super::super::document::RegoPolicy {
+            name: "m".into(),
+            module: encode_base64(source.as_bytes()),
+        }];
+        let mut out = Findings::default();
+        check_rego("steps.s.attestations[0]", "kind", &policies, &mut out);
+        out.0
+    }
+
+    #[test]
+    fn builtins_the_engine_lacks_are_errors() {
+        for (call, name) in [
+            (
+                "http.send({\"method\": \"get\", \"url\": \"http://127.0.0.1:1\"})",
+                "http.send",
+            ),
+            ("opa.runtime()", "opa.runtime"),
+        ] {
+            let found = rego_findings(&format!(
+                "package p\ndeny[m] {{ r := {call}; m := \"x\" }}\n"
+            ));
+            assert_eq!(found.len(), 1, "{found:#?}");
+            assert_eq!(found[0].severity, Severity::Error, "{found:#?}");
+            assert!(
+                found[0].message.contains(&format!(
+                    "uses a builtin attestgate does not provide: {name}"
+                )),
+                "{found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_probe_failures_stay_warnings_and_recursion_is_an_error() {
+        let found = rego_findings("package p\ndeny[m] { x := 1 / 0; m := \"x\" }\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].severity, Severity::Warning, "{found:#?}");
+        assert!(found[0].message.contains("divide by zero"), "{found:#?}");
+
+        let found =
+            rego_findings("package p\nf(x) = y { y := f(x) }\ndeny[m] { f(1); m := \"x\" }\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].severity, Severity::Error, "{found:#?}");
+        assert!(
+            found[0].message.contains("data.p.f -> data.p.f"),
+            "{found:#?}"
+        );
     }
 }
