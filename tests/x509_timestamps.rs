@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{attestgate, b64, pae, KeyKind, OpensslKey, Run, INTOTO_TYPE, POLICY_TYPE};
@@ -91,19 +90,7 @@ ess_cert_id_chain = no
 ess_cert_id_alg = sha256
 "#;
 
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use common::openssl;
 
 /// The test PKI and the evidence signed under it, made once per test binary in a temporary
 /// directory and kept in memory; tests write the files they need into their own directories.

@@ -82,7 +82,8 @@ pub struct OpensslKey {
     pub public: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+/// Runs `openssl` in `dir` and returns its stdout; a failure fails the test with openssl's words.
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
