@@ -486,3 +486,211 @@ fn a_registry_that_is_down_exits_3() {
         "{out}"
     );
 }
+
+/// An htpasswd-mode registry holding `demo/private:v1`, shared by the credential cases.
+struct AuthWorld {
+    registry: common::HtpasswdRegistry,
+    dir: tempfile::TempDir,
+    digest: String,
+}
+
+static AUTH_WORLD: Mutex<Weak<AuthWorld>> = Mutex::new(Weak::new());
+
+fn auth_world() -> Option<Arc<AuthWorld>> {
+    let mut slot = AUTH_WORLD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(world) = slot.upgrade() {
+        return Some(world);
+    }
+    let registry = common::HtpasswdRegistry::start()?;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let digests = common::mklayout(&layout, COMMIT, SRC);
+    registry.push(&layout, "v1", "demo/private:v1");
+    let world = Arc::new(AuthWorld {
+        registry,
+        dir,
+        digest: digests["v1"].clone(),
+    });
+    *slot = Arc::downgrade(&world);
+    Some(world)
+}
+
+impl AuthWorld {
+    /// `attestgate resolve --output json` of the private image with `extra` flags.
+    fn resolve(&self, extra: &[&str]) -> (Run, Value) {
+        let host = &self.registry.registry.host;
+        let reference = format!("{host}/demo/private:v1");
+        let mut args = vec![
+            "resolve",
+            &reference,
+            "--insecure-registry",
+            host,
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let run = attestgate(self.dir.path(), args);
+        let value =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.text()));
+        // Whatever happens, no credential is printed.
+        assert!(
+            !run.text().contains(&self.registry.password),
+            "{}",
+            run.text()
+        );
+        (run, value)
+    }
+
+    /// Writes a docker config holding `password` under `name` in the world's dir.
+    fn docker_config(&self, name: &str, password: &str) -> String {
+        std::fs::write(
+            self.dir.path().join(name),
+            self.registry.docker_config(password),
+        )
+        .unwrap();
+        name.to_string()
+    }
+
+    fn assert_unauthorized(run: &Run, out: &Value) {
+        assert_eq!(run.code, 1, "{}", run.text());
+        assert_eq!(out["exit_code"], 1, "{out}");
+        assert!(
+            out["error"].as_str().unwrap().contains("unauthorized"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn a_docker_config_with_the_right_password_resolves_a_private_image() {
+    let Some(w) = auth_world() else { return };
+    // A config without an entry for this registry first: the one that has it is still found.
+    std::fs::write(
+        w.dir.path().join("elsewhere.json"),
+        r#"{"auths": {"registry.example.com": {"username": "x", "password": "y"}}}"#,
+    )
+    .unwrap();
+    let right = w.docker_config("right.json", &w.registry.password);
+    let (run, out) = w.resolve(&[
+        "--docker-config",
+        "elsewhere.json",
+        "--docker-config",
+        &right,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(out["digest"], w.digest);
+}
+
+#[test]
+fn a_docker_config_with_the_wrong_password_is_unauthorized() {
+    let Some(w) = auth_world() else { return };
+    let wrong = w.docker_config("wrong.json", "not-the-password");
+    let (run, out) = w.resolve(&["--docker-config", &wrong]);
+    AuthWorld::assert_unauthorized(&run, &out);
+}
+
+#[test]
+fn a_private_image_without_credentials_is_unauthorized() {
+    let Some(w) = auth_world() else { return };
+    let (run, out) = w.resolve(&[]);
+    AuthWorld::assert_unauthorized(&run, &out);
+}
+
+/// Reads the request and prints `$RESPONSE`; no network.
+const PLUGIN: &str = "#!/bin/bash\nset -eu\ncat > /dev/null\nprintf '%s' \"$RESPONSE\"\n";
+
+#[test]
+fn a_credential_provider_plugin_with_the_right_password_resolves_a_private_image() {
+    let Some(w) = auth_world() else { return };
+    let plugins = tempfile::tempdir().unwrap();
+    let bin = plugins.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // The executable is created by `install`, not by this (multi-threaded, forking) process,
+    // so no child forked meanwhile holds it open for writing ("text file busy").
+    let source = plugins.path().join("plugin.sh");
+    std::fs::write(&source, PLUGIN).unwrap();
+    let status = std::process::Command::new("install")
+        .arg("-m")
+        .arg("755")
+        .arg(&source)
+        .arg(bin.join("test-plugin"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let host = &w.registry.registry.host;
+    let response = json!({
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "kind": "CredentialProviderResponse",
+        "cacheKeyType": "Registry",
+        "auth": {host.clone(): {"username": w.registry.user, "password": w.registry.password}},
+    });
+    let config = plugins.path().join("providers.json");
+    std::fs::write(
+        &config,
+        json!({
+            "apiVersion": "kubelet.config.k8s.io/v1",
+            "kind": "CredentialProviderConfig",
+            "providers": [{
+                "name": "test-plugin",
+                "matchImages": [host],
+                "defaultCacheDuration": "0s",
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "env": [{"name": "RESPONSE", "value": response.to_string()}],
+            }],
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    let (run, out) = w.resolve(&[
+        "--credential-provider-config",
+        config.to_str().unwrap(),
+        "--credential-provider-bin-dir",
+        bin.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(out["digest"], w.digest);
+
+    // A docker config that matches comes first: its wrong password is used, not the plugin's.
+    let wrong = w.docker_config("wrong-first.json", "not-the-password");
+    let (run, out) = w.resolve(&[
+        "--docker-config",
+        &wrong,
+        "--credential-provider-config",
+        config.to_str().unwrap(),
+        "--credential-provider-bin-dir",
+        bin.to_str().unwrap(),
+    ]);
+    AuthWorld::assert_unauthorized(&run, &out);
+}
+
+#[test]
+fn an_identity_token_is_a_usage_error_not_an_anonymous_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"auths": {"127.0.0.1:9": {"identitytoken": "refresh-secret"}}}"#,
+    )
+    .unwrap();
+    let run = attestgate(
+        dir.path(),
+        [
+            "resolve",
+            "127.0.0.1:9/demo/good:v1",
+            "--insecure-registry",
+            "127.0.0.1:9",
+            "--docker-config",
+            "config.json",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains("identity tokens are not supported yet"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.text().contains("refresh-secret"), "{}", run.text());
+}

@@ -11,7 +11,10 @@ use super::{printable, Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_
 use crate::crypto::PublicKey;
 use crate::evidence::{ArchivistaConfig, ArchivistaSource, FileSource, Sources};
 use crate::image::binding::Binding;
-use crate::image::{ImageReference, Registry, RegistryConfig, RegistryCredentials};
+use crate::image::{
+    CredentialProviders, Credentials, DockerConfig, ImageReference, Keyring, Registry,
+    RegistryConfig, RegistryCredentials,
+};
 use crate::policy::{PolicyOptions, PolicyTrust, SignedPolicy};
 use crate::resolve::{resolve, Resolution};
 
@@ -55,6 +58,19 @@ pub struct ResolveArgs {
     /// A CA certificate (PEM file) to trust for registries (repeatable).
     #[arg(long = "registry-ca", value_name = "PEMFILE")]
     registry_ca: Vec<PathBuf>,
+    /// A docker config.json / .dockerconfigjson with registry credentials (repeatable; searched
+    /// in the order given, as the kubelet searches a pod's pull secrets then its service
+    /// account's). The most specific match is used.
+    #[arg(long = "docker-config", value_name = "FILE")]
+    docker_config: Vec<PathBuf>,
+    /// The kubelet's credential provider config (CredentialProviderConfig), asked when no
+    /// docker config matches (needs --credential-provider-bin-dir).
+    #[arg(long, value_name = "FILE")]
+    credential_provider_config: Option<PathBuf>,
+    /// Where the credential provider plugins live (the kubelet's
+    /// --image-credential-provider-bin-dir).
+    #[arg(long, value_name = "DIR")]
+    credential_provider_bin_dir: Option<PathBuf>,
     /// Also search an Archivista server for evidence (needs --archivista-server).
     #[arg(long)]
     enable_archivista: bool,
@@ -139,6 +155,8 @@ fn execute(args: &ResolveArgs) -> Result<Resolution, Failure> {
         config.extra_ca_pem.push(read(path)?);
     }
     let registry = Registry::new(config).map_err(|e| usage(crate::display_chain(&e)))?;
+    let keyring = keyring(&args.docker_config)?;
+    let providers = providers(args)?;
 
     let policy = match &args.policy {
         Some(path) => Some(load_policy(path, &args.publickey)?),
@@ -159,10 +177,20 @@ fn execute(args: &ResolveArgs) -> Result<Resolution, Failure> {
         .map_err(|e| usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+        let found = tokio::time::timeout_at(deadline, keyring.select(providers.as_ref(), &image))
+            .await
+            .map_err(|_| {
+                (
+                    EXIT_UNREACHABLE,
+                    "the credential providers did not answer within --timeout".to_string(),
+                )
+            })?
+            .map_err(|e| (EXIT_UNREACHABLE, crate::display_chain(&e)))?;
+        let credentials = registry_credentials(found)?;
         resolve(
             &image,
             &registry,
-            &RegistryCredentials::Anonymous,
+            &credentials,
             &binding,
             policy.as_ref(),
             &source,
@@ -223,6 +251,55 @@ fn archivista(args: &ResolveArgs) -> Result<Option<ArchivistaSource>, Failure> {
                 .map_err(|e| usage(crate::display_chain(&e)))
         }
     }
+}
+
+/// The docker configs, in the order given.
+fn keyring(paths: &[PathBuf]) -> Result<Keyring, Failure> {
+    paths
+        .iter()
+        .map(|path| {
+            DockerConfig::from_json(&read(path)?)
+                .map_err(|e| usage(format!("{}: {}", path.display(), crate::display_chain(&e))))
+        })
+        .collect()
+}
+
+fn providers(args: &ResolveArgs) -> Result<Option<CredentialProviders>, Failure> {
+    match (
+        &args.credential_provider_config,
+        &args.credential_provider_bin_dir,
+    ) {
+        (None, None) => Ok(None),
+        (Some(config), Some(bin_dir)) => CredentialProviders::from_file(config, bin_dir)
+            .map(Some)
+            .map_err(|e| {
+                usage(format!(
+                    "{}: {}",
+                    config.display(),
+                    crate::display_chain(&e)
+                ))
+            }),
+        _ => Err(usage(
+            "--credential-provider-config and --credential-provider-bin-dir go together",
+        )),
+    }
+}
+
+/// What the registry client sends for the credentials found (none: anonymous).
+fn registry_credentials(found: Option<Credentials>) -> Result<RegistryCredentials, Failure> {
+    Ok(match found {
+        None => RegistryCredentials::Anonymous,
+        Some(Credentials::Basic { username, password }) => {
+            RegistryCredentials::Basic { username, password }
+        }
+        Some(Credentials::Bearer(token)) => RegistryCredentials::Bearer { token },
+        Some(Credentials::IdentityToken(_)) => {
+            return Err(usage(
+                "the registry credentials found for this image are an identity token: identity \
+                 tokens are not supported yet",
+            ))
+        }
+    })
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
@@ -290,5 +367,42 @@ fn print(resolution: &Resolution, output: Output) {
                 format!(" ({})", printable(&item.reasons.join("; ")))
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_map_to_what_the_registry_client_sends() {
+        assert_eq!(
+            registry_credentials(None).unwrap(),
+            RegistryCredentials::Anonymous
+        );
+        assert_eq!(
+            registry_credentials(Some(Credentials::Basic {
+                username: "u".into(),
+                password: "p".into(),
+            }))
+            .unwrap(),
+            RegistryCredentials::Basic {
+                username: "u".into(),
+                password: "p".into(),
+            }
+        );
+        assert_eq!(
+            registry_credentials(Some(Credentials::Bearer("t".into()))).unwrap(),
+            RegistryCredentials::Bearer { token: "t".into() }
+        );
+        let (code, message) =
+            registry_credentials(Some(Credentials::IdentityToken("secret-refresh".into())))
+                .unwrap_err();
+        assert_eq!(code, EXIT_USAGE);
+        assert!(
+            message.contains("identity tokens are not supported yet"),
+            "{message}"
+        );
+        assert!(!message.contains("secret-refresh"), "{message}");
     }
 }

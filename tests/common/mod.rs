@@ -438,3 +438,86 @@ pub fn mklayout(
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A plain-HTTP Debian `docker-registry` on loopback in `--auth htpasswd` mode, with the user
+/// and password `tests/peers/start-registry.sh` made for it; stopped when dropped.
+pub struct HtpasswdRegistry {
+    pub registry: PlainRegistry,
+    pub user: String,
+    pub password: String,
+}
+
+impl HtpasswdRegistry {
+    /// Starts one, or `None` when the registry peers are not installed (a failure under
+    /// `CI=true`).
+    pub fn start() -> Option<Self> {
+        for tool in ["docker-registry", "skopeo", "python3"] {
+            if !require_peer(Path::new(tool), "the real registry and its push tool") {
+                return None;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(root().join("tests/peers/start-registry.sh"))
+            .arg(dir.path())
+            .args(["0", "--auth", "htpasswd"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "registry did not start:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("registry.env")).unwrap();
+        let fact = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("registry.env has no {key}"))
+                .trim_matches(['"', '\''])
+                .to_string()
+        };
+        let (host, user, password) = (
+            fact("REGISTRY"),
+            fact("REGISTRY_USER"),
+            fact("REGISTRY_PASSWORD"),
+        );
+        Some(Self {
+            registry: PlainRegistry { dir, host },
+            user,
+            password,
+        })
+    }
+
+    /// `skopeo copy --all --preserve-digests` of `layout:tag` to `repository` (`name:tag`),
+    /// logged in as the registry's user.
+    pub fn push(&self, layout: &Path, tag: &str, repository: &str) {
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+            ])
+            .arg(format!("{}:{}", self.user, self.password))
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repository}", self.registry.host))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo push of {repository}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A docker config.json holding `password` for this registry's user.
+    pub fn docker_config(&self, password: &str) -> String {
+        serde_json::json!({"auths": {self.registry.host.clone(): {
+            "auth": b64(format!("{}:{password}", self.user).as_bytes())
+        }}})
+        .to_string()
+    }
+}

@@ -13,6 +13,8 @@ mod providers;
 
 use std::fmt;
 
+use crate::image::ImageReference;
+
 pub use docker_config::{DockerConfig, DockerConfigError};
 pub use keyring::Keyring;
 pub use providers::{
@@ -54,6 +56,30 @@ impl fmt::Debug for Credentials {
     }
 }
 
+impl Keyring {
+    /// The one credential to pull `image` with, as the kubelet picks it: the most specific
+    /// docker-config match of this keyring first, else the first answer of the credential
+    /// providers (run only when no docker config matches), else `None` (anonymous).
+    ///
+    /// # Errors
+    /// [`CredentialError`] when a provider had to be asked and could not answer.
+    pub async fn select(
+        &self,
+        providers: Option<&CredentialProviders>,
+        image: &ImageReference,
+    ) -> Result<Option<Credentials>, CredentialError> {
+        if let Some(found) = self.lookup(image).into_iter().next() {
+            return Ok(Some(found));
+        }
+        match providers {
+            Some(providers) if providers.matches(image) => {
+                Ok(providers.credentials(image).await?.into_iter().next())
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +100,99 @@ mod tests {
         }
         assert!(printed.contains("robot"));
         assert!(printed.contains("<redacted>"));
+    }
+
+    /// Providers whose plugin is `/bin/sh` (a symlink in a temp dir, so no executable is
+    /// written while other tests fork) running `script`; nothing touches the network.
+    fn sh_providers(
+        dir: &std::path::Path,
+        match_images: &[&str],
+        script: &str,
+    ) -> CredentialProviders {
+        let plugin = dir.join("sh-plugin");
+        if !plugin.exists() {
+            std::os::unix::fs::symlink("/bin/sh", &plugin).unwrap();
+        }
+        let config = serde_json::json!({
+            "apiVersion": "kubelet.config.k8s.io/v1",
+            "kind": "CredentialProviderConfig",
+            "providers": [{
+                "name": "sh-plugin",
+                "matchImages": match_images,
+                "defaultCacheDuration": "0s",
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "args": ["-c", script],
+            }],
+        });
+        CredentialProviders::from_config(&config.to_string(), dir).unwrap()
+    }
+
+    const ANSWER_PROVIDER_USER: &str = r#"cat >/dev/null; printf '%s' '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Registry","auth":{"quay.io":{"username":"from-provider","password":"pp"}}}'"#;
+
+    fn image(text: &str) -> ImageReference {
+        ImageReference::parse(text).unwrap()
+    }
+
+    fn keyring(json: &str) -> Keyring {
+        [DockerConfig::from_json(json.as_bytes()).unwrap()]
+            .into_iter()
+            .collect()
+    }
+
+    fn basic(name: &str, password: &str) -> Credentials {
+        Credentials::Basic {
+            username: name.into(),
+            password: password.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn select_prefers_the_most_specific_docker_config_match() {
+        let dir = tempfile::tempdir().unwrap();
+        // The provider would fail if it were run: a docker-config match must not run it.
+        let providers = sh_providers(dir.path(), &["quay.io"], "cat >/dev/null; exit 7");
+        let keyring = keyring(
+            r#"{"auths": {"quay.io": {"username": "host", "password": "p"},
+                          "quay.io/team": {"username": "team", "password": "p"}}}"#,
+        );
+        let got = keyring
+            .select(Some(&providers), &image("quay.io/team/app:v1"))
+            .await
+            .unwrap();
+        assert_eq!(got, Some(basic("team", "p")));
+    }
+
+    #[tokio::test]
+    async fn select_asks_the_providers_when_no_docker_config_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let providers = sh_providers(dir.path(), &["quay.io"], ANSWER_PROVIDER_USER);
+        let keyring = keyring(r#"{"auths": {"other.io": {"username": "o", "password": "p"}}}"#);
+        let got = keyring
+            .select(Some(&providers), &image("quay.io/team/app:v1"))
+            .await
+            .unwrap();
+        assert_eq!(got, Some(basic("from-provider", "pp")));
+    }
+
+    #[tokio::test]
+    async fn select_is_anonymous_when_nothing_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        // matchImages do not cover the image: the failing plugin is not run.
+        let providers = sh_providers(dir.path(), &["quay.io"], "cat >/dev/null; exit 7");
+        let empty = Keyring::new();
+        let other = image("registry.example.com/app:v1");
+        assert_eq!(empty.select(Some(&providers), &other).await.unwrap(), None);
+        assert_eq!(empty.select(None, &other).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn select_reports_a_failing_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let providers = sh_providers(dir.path(), &["quay.io"], "cat >/dev/null; exit 7");
+        let err = Keyring::new()
+            .select(Some(&providers), &image("quay.io/team/app:v1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CredentialError::Failed { .. }), "{err:?}");
     }
 }
