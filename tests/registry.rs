@@ -1538,3 +1538,296 @@ fn requests_to_one_registry_are_bounded_by_its_limit() {
     // The default limit lets the four children be fetched side by side.
     assert!(stand_in.max_inflight() > 1, "{}", stand_in.max_inflight());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Caches, proven by counting what the stand-in saw
+// ---------------------------------------------------------------------------------------------
+
+/// Resolves `path` at the stand-in through `registry` (shared across calls, as the webhook
+/// shares it), anonymously.
+async fn resolve_on(
+    registry: &Registry,
+    stand_in: &StandIn,
+    path: &str,
+) -> Result<ResolvedImage, RegistryError> {
+    let reference = ImageReference::parse(&format!("{}/{path}", stand_in.host)).unwrap();
+    registry
+        .resolve(
+            &reference,
+            &RegistryCredentials::Anonymous,
+            Instant::now() + BUDGET,
+        )
+        .await
+}
+
+/// Routes for one image in `repository`: its manifest and config by digest, and tag `v1`
+/// (HEAD, after `delay` seconds). Returns the manifest and config digests.
+fn serve_tagged(
+    routes: &mut serde_json::Map<String, Value>,
+    layout: &Layout,
+    repository: &str,
+    image: &Value,
+    delay: f64,
+) -> (String, String) {
+    serve_image(routes, layout, repository, image, vec![]);
+    let digest = digest_of(image);
+    routes.insert(
+        format!("HEAD /v2/{repository}/manifests/v1"),
+        json!([{"status": 200, "delay": delay,
+                "headers": {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": digest}}]),
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(layout.path_of(image)).unwrap()).unwrap();
+    (digest, digest_of(&manifest["config"]))
+}
+
+#[test]
+fn a_second_resolve_of_a_digest_fetches_no_manifest_or_config() {
+    let (_dir, layout) = stand_in_layout();
+    let image = layout.image("amd64", labels(C1), json!({}));
+    let mut routes = serde_json::Map::new();
+    let (digest, config) = serve_tagged(&mut routes, &layout, "pinned", &image, 0.0);
+    let Some(stand_in) = StandIn::start(&layout, routes) else {
+        return;
+    };
+    let registry = Registry::new(stand_in.config()).unwrap();
+    block_on(async {
+        for _ in 0..3 {
+            let resolved = resolve_on(&registry, &stand_in, &format!("pinned@{digest}"))
+                .await
+                .unwrap();
+            assert_eq!(resolved.source_info().unwrap().commit.as_deref(), Some(C1));
+        }
+    });
+    assert_eq!(
+        stand_in.count(&format!("GET /v2/pinned/manifests/{digest}")),
+        1
+    );
+    assert_eq!(stand_in.count(&format!("GET /v2/pinned/blobs/{config}")), 1);
+
+    // A registry with the content cache off asks every time.
+    let off = Registry::new(RegistryConfig {
+        content_cache_bytes: 0,
+        ..stand_in.config()
+    })
+    .unwrap();
+    block_on(async {
+        for _ in 0..2 {
+            resolve_on(&off, &stand_in, &format!("pinned@{digest}"))
+                .await
+                .unwrap();
+        }
+    });
+    assert_eq!(
+        stand_in.count(&format!("GET /v2/pinned/manifests/{digest}")),
+        3
+    );
+}
+
+#[test]
+fn a_tag_is_kept_for_its_ttl_then_asked_again_with_one_head() {
+    let (_dir, layout) = stand_in_layout();
+    let image = layout.image("amd64", labels(C1), json!({}));
+    let mut routes = serde_json::Map::new();
+    let (digest, config) = serve_tagged(&mut routes, &layout, "tagged", &image, 0.0);
+    let Some(stand_in) = StandIn::start(&layout, routes) else {
+        return;
+    };
+    let ttl = Duration::from_millis(800);
+    let registry = Registry::new(RegistryConfig {
+        tag_cache_ttl: ttl,
+        ..stand_in.config()
+    })
+    .unwrap();
+    let head = "HEAD /v2/tagged/manifests/v1";
+    let get_manifest = format!("GET /v2/tagged/manifests/{digest}");
+    let get_config = format!("GET /v2/tagged/blobs/{config}");
+    block_on(async {
+        let first = resolve_on(&registry, &stand_in, "tagged:v1").await.unwrap();
+        assert_eq!(first.digest.to_string(), digest);
+        // Within the TTL: no request at all.
+        let second = resolve_on(&registry, &stand_in, "tagged:v1").await.unwrap();
+        assert_eq!(second.digest, first.digest);
+        assert_eq!(stand_in.count(head), 1);
+        assert_eq!(stand_in.count("GET /v2/tagged/manifests/v1"), 0);
+        assert_eq!(stand_in.count(&get_manifest), 1);
+        assert_eq!(stand_in.count(&get_config), 1);
+        // After it: exactly one HEAD; the digest's content is still kept.
+        tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+        resolve_on(&registry, &stand_in, "tagged:v1").await.unwrap();
+        assert_eq!(stand_in.count(head), 2);
+        assert_eq!(stand_in.count(&get_manifest), 1);
+        assert_eq!(stand_in.count(&get_config), 1);
+    });
+
+    // A zero TTL keeps no tag.
+    let off = Registry::new(RegistryConfig {
+        tag_cache_ttl: Duration::ZERO,
+        ..stand_in.config()
+    })
+    .unwrap();
+    block_on(async {
+        resolve_on(&off, &stand_in, "tagged:v1").await.unwrap();
+        resolve_on(&off, &stand_in, "tagged:v1").await.unwrap();
+    });
+    assert_eq!(stand_in.count(head), 4);
+}
+
+#[test]
+fn concurrent_resolves_of_one_new_image_make_one_set_of_requests() {
+    let (_dir, layout) = stand_in_layout();
+    let image = layout.image("amd64", labels(C1), json!({}));
+    let mut routes = serde_json::Map::new();
+    // A slow HEAD, so that all twenty resolutions miss together.
+    let (digest, config) = serve_tagged(&mut routes, &layout, "fresh", &image, 0.3);
+    let Some(stand_in) = StandIn::start(&layout, routes) else {
+        return;
+    };
+    let registry = Registry::new(stand_in.config()).unwrap();
+    let results = block_on(futures_util::future::join_all(
+        (0..20).map(|_| resolve_on(&registry, &stand_in, "fresh:v1")),
+    ));
+    for result in results {
+        assert_eq!(result.unwrap().digest.to_string(), digest);
+    }
+    assert_eq!(stand_in.count("HEAD /v2/fresh/manifests/v1"), 1);
+    assert_eq!(
+        stand_in.count(&format!("GET /v2/fresh/manifests/{digest}")),
+        1
+    );
+    assert_eq!(stand_in.count(&format!("GET /v2/fresh/blobs/{config}")), 1);
+}
+
+#[test]
+fn a_server_error_is_never_kept() {
+    let (_dir, layout) = stand_in_layout();
+    let image = layout.image("amd64", labels(C1), json!({}));
+    let digest = digest_of(&image);
+    let mut routes = serde_json::Map::new();
+    let unavailable = json!({"status": 503, "body": "busy"});
+    serve_image(
+        &mut routes,
+        &layout,
+        "flaky",
+        &image,
+        vec![unavailable.clone(), unavailable],
+    );
+    let Some(stand_in) = StandIn::start(&layout, routes) else {
+        return;
+    };
+    let registry = Registry::new(RegistryConfig {
+        max_retries: 0,
+        ..stand_in.config()
+    })
+    .unwrap();
+    let route = format!("GET /v2/flaky/manifests/{digest}");
+    block_on(async {
+        for expected in 1..=2 {
+            let err = resolve_on(&registry, &stand_in, &format!("flaky@{digest}"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, RegistryError::ServerError { status: 503, .. }),
+                "{err:?}"
+            );
+            // Each call went upstream again.
+            assert_eq!(stand_in.count(&route), expected);
+        }
+        resolve_on(&registry, &stand_in, &format!("flaky@{digest}"))
+            .await
+            .unwrap();
+        assert_eq!(stand_in.count(&route), 3);
+        // Now it is kept.
+        resolve_on(&registry, &stand_in, &format!("flaky@{digest}"))
+            .await
+            .unwrap();
+        assert_eq!(stand_in.count(&route), 3);
+    });
+}
+
+#[test]
+fn not_found_is_kept_for_its_short_ttl_only() {
+    let (_dir, layout) = stand_in_layout();
+    let image = layout.image("amd64", labels(C1), json!({}));
+    let digest = digest_of(&image);
+    let mut routes = serde_json::Map::new();
+    // Not pushed yet, then pushed.
+    let missing = json!({"status": 404,
+        "body": r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#});
+    serve_image(&mut routes, &layout, "later", &image, vec![missing]);
+    let Some(stand_in) = StandIn::start(&layout, routes) else {
+        return;
+    };
+    let ttl = Duration::from_millis(800);
+    let registry = Registry::new(RegistryConfig {
+        negative_cache_ttl: ttl,
+        ..stand_in.config()
+    })
+    .unwrap();
+    let route = format!("GET /v2/later/manifests/{digest}");
+    // A missing tag (HEAD, then GET for the error) is kept the same way.
+    let tag_requests = || {
+        stand_in.count("HEAD /v2/later/manifests/v1") + stand_in.count("GET /v2/later/manifests/v1")
+    };
+    block_on(async {
+        for _ in 0..2 {
+            let err = resolve_on(&registry, &stand_in, &format!("later@{digest}"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+            assert!(!err.is_transient());
+            let err = resolve_on(&registry, &stand_in, "later:v1")
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+        }
+        assert_eq!(stand_in.count(&route), 1);
+        let after_first = tag_requests();
+        assert!((1..=2).contains(&after_first), "{after_first}");
+        tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+        // The TTL is over: asked again, and now it is there.
+        resolve_on(&registry, &stand_in, &format!("later@{digest}"))
+            .await
+            .unwrap();
+        assert_eq!(stand_in.count(&route), 2);
+        resolve_on(&registry, &stand_in, "later:v1")
+            .await
+            .unwrap_err();
+        assert_eq!(tag_requests(), 2 * after_first);
+    });
+}
+
+#[test]
+fn one_tenants_answers_are_not_served_to_another() {
+    let (_dir, layout) = stand_in_layout();
+    let image = layout.image("amd64", labels(C1), json!({}));
+    let mut routes = serde_json::Map::new();
+    let (digest, _) = serve_tagged(&mut routes, &layout, "shared", &image, 0.0);
+    let Some(stand_in) = StandIn::start(&layout, routes) else {
+        return;
+    };
+    let registry = Registry::new(stand_in.config()).unwrap();
+    let reference = ImageReference::parse(&format!("{}/shared:v1", stand_in.host)).unwrap();
+    let tenant = |token: &str| RegistryCredentials::Bearer {
+        token: token.into(),
+    };
+    block_on(async {
+        for credentials in [
+            tenant("a"),
+            tenant("a"),
+            tenant("b"),
+            RegistryCredentials::Anonymous,
+        ] {
+            registry
+                .resolve(&reference, &credentials, Instant::now() + BUDGET)
+                .await
+                .unwrap();
+        }
+    });
+    // Three identities, three sets of requests; the repeat of "a" made none.
+    assert_eq!(stand_in.count("HEAD /v2/shared/manifests/v1"), 3);
+    assert_eq!(
+        stand_in.count(&format!("GET /v2/shared/manifests/{digest}")),
+        3
+    );
+}

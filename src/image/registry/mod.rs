@@ -10,6 +10,12 @@
 //!   number of times inside that deadline and never past it, and the requests in flight to one
 //!   registry are bounded.
 //!
+//! What is cached (see `cache.rs`): manifests, indexes and configs by digest after their hash
+//! check, with no TTL, bounded by [`RegistryConfig::content_cache_bytes`]; a tag's digest for
+//! [`RegistryConfig::tag_cache_ttl`]; "not found" for [`RegistryConfig::negative_cache_ttl`];
+//! never "unauthorized" nor a transient failure. Concurrent misses for one key make one request.
+//! Every key holds the registry, the repository and a hash of the credentials.
+//!
 //! Plain HTTP is used only for the hosts listed in [`RegistryConfig::insecure_hosts`].
 //!
 //! Limitation: the bearer-token realm a registry names in `WWW-Authenticate` is followed
@@ -17,6 +23,7 @@
 //! redirects, as registries that keep blobs in object storage need. A registry admins do not
 //! trust can therefore make the webhook send requests elsewhere; content is still hash-checked.
 
+mod cache;
 mod error;
 mod manifest;
 mod request;
@@ -86,6 +93,23 @@ pub struct RegistryConfig {
     pub max_index_entries: usize,
     /// Cap on index levels (1: an index may not list indexes).
     pub max_nesting: usize,
+    /// Bound on the verified manifests, indexes and configs kept (no TTL: a digest names its
+    /// bytes for ever), in bytes; 0 keeps none.
+    pub content_cache_bytes: u64,
+    /// How long a tag's digest is kept; zero keeps none.
+    pub tag_cache_ttl: Duration,
+    /// How long a "not found" is kept; zero keeps none. Nothing else that fails is ever kept.
+    pub negative_cache_ttl: Duration,
+}
+
+impl RegistryConfig {
+    /// Default bound on the verified manifests, indexes and configs kept, in bytes (keys
+    /// included). (Associated constants: `src/image/mod.rs` re-exports the module's others.)
+    pub const DEFAULT_CONTENT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+    /// Default time a tag's digest is kept: a tag moved meanwhile is seen this much later.
+    pub const DEFAULT_TAG_CACHE_TTL: Duration = Duration::from_secs(30);
+    /// Default time a "not found" is kept: short, since CI often asks before its push ends.
+    pub const DEFAULT_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(5);
 }
 
 impl Default for RegistryConfig {
@@ -101,6 +125,9 @@ impl Default for RegistryConfig {
             max_config_bytes: DEFAULT_MAX_CONFIG_BYTES,
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
             max_nesting: DEFAULT_MAX_NESTING,
+            content_cache_bytes: Self::DEFAULT_CONTENT_CACHE_BYTES,
+            tag_cache_ttl: Self::DEFAULT_TAG_CACHE_TTL,
+            negative_cache_ttl: Self::DEFAULT_NEGATIVE_CACHE_TTL,
         }
     }
 }
@@ -179,6 +206,7 @@ pub struct Registry {
     /// obtained with one tenant's pull secret are never used for another's.
     clients: Mutex<HashMap<(String, String), oci_client::Client>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    caches: cache::Caches,
 }
 
 impl fmt::Debug for Registry {
@@ -204,6 +232,7 @@ impl Registry {
             }
         }
         let registry = Self {
+            caches: cache::Caches::new(&config),
             config,
             clients: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
@@ -243,6 +272,8 @@ impl Registry {
             },
             client: &client,
             auth: credentials.to_oci(),
+            caches: &self.caches,
+            identity: credentials.fingerprint(),
             reference,
             entries: AtomicUsize::new(0),
         };

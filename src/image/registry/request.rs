@@ -78,7 +78,7 @@ impl Rules<'_> {
 
     /// A timeout error: `request` is the request timeout that ran out, `None` when it was the
     /// caller's deadline (then the time since the resolution began is reported).
-    fn timeout(&self, what: &str, request: Option<Duration>) -> RegistryError {
+    pub(super) fn timeout(&self, what: &str, request: Option<Duration>) -> RegistryError {
         RegistryError::Timeout {
             registry: self.registry.to_string(),
             what: what.to_string(),

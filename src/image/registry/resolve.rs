@@ -7,13 +7,16 @@
 //! streamed (`pull_blob_stream`) and refused as soon as they pass the cap.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use futures_util::future::{try_join_all, BoxFuture};
 use futures_util::FutureExt as _;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 
+use super::cache::{Cached, Caches, Key, Kind};
 use super::error::classify;
 use super::manifest::{self, Config, Descriptor, Index, Manifest, Parsed, ACCEPTED};
 use super::request::{read_capped, CappedRead, Rules};
@@ -25,6 +28,10 @@ pub(super) struct Session<'a> {
     pub(super) rules: Rules<'a>,
     pub(super) client: &'a oci_client::Client,
     pub(super) auth: RegistryAuth,
+    /// The registry's caches.
+    pub(super) caches: &'a Caches,
+    /// The credentials' fingerprint, part of every cache key.
+    pub(super) identity: String,
     pub(super) reference: &'a ImageReference,
     /// Index entries met so far, over every level.
     pub(super) entries: AtomicUsize,
@@ -90,10 +97,33 @@ impl Session<'_> {
         })
     }
 
-    /// The digest the tag (or `latest`) points at now.
+    /// The digest the tag (or `latest`) points at now, or at most the tag TTL ago.
     async fn tag_digest(&self) -> Result<Digest, RegistryError> {
         let tag = self.reference.tag().unwrap_or("latest");
         let what = format!("tag {}:{tag}", self.reference.name());
+        let key = self.key(Kind::Tag, tag);
+        if let Cached::Hit(hit) = self.caches.answer(&key) {
+            return hit;
+        }
+        let timeout = || self.rules.timeout(&what, None);
+        self.caches
+            .coalesce(&key, self.rules.deadline, timeout, || async {
+                if let Cached::Hit(hit) = self.caches.answer(&key) {
+                    return hit;
+                }
+                let result = self.tag_digest_upstream(tag, &what).await;
+                match &result {
+                    Ok(digest) => self.caches.keep_digest(&key, digest),
+                    Err(err) => self.caches.keep_failure(&key, err),
+                }
+                result
+            })
+            .await
+    }
+
+    /// Asks the registry for the digest of `tag`.
+    async fn tag_digest_upstream(&self, tag: &str, what: &str) -> Result<Digest, RegistryError> {
+        let what = what.to_string();
         let target = Reference::with_tag(
             self.reference.registry().to_string(),
             self.reference.repository().to_string(),
@@ -122,20 +152,28 @@ impl Session<'_> {
         // oci-client checks the body against the digest asked for too; the check below does
         // not depend on that.
         let body = self
-            .rules
-            .run(&what, || async {
-                self.client
-                    .pull_manifest_raw(&target, &self.auth, &ACCEPTED)
-                    .await
-                    .map(|(body, _)| body)
-                    .map_err(|e| self.classify(&what, e))
+            .content(Kind::Manifest, digest, &what, || async {
+                let body = self
+                    .rules
+                    .run(&what, || async {
+                        self.client
+                            .pull_manifest_raw(&target, &self.auth, &ACCEPTED)
+                            .await
+                            .map(|(body, _)| body)
+                            .map_err(|e| self.classify(&what, e))
+                    })
+                    .await?;
+                let limit = self.rules.config.max_manifest_bytes;
+                if body.len() as u64 > limit {
+                    return Err(RegistryError::TooLarge {
+                        what: what.clone(),
+                        limit,
+                    });
+                }
+                check_digest(&what, digest, &body)?;
+                Ok(body.to_vec())
             })
             .await?;
-        let limit = self.rules.config.max_manifest_bytes;
-        if body.len() as u64 > limit {
-            return Err(RegistryError::TooLarge { what, limit });
-        }
-        check_digest(&what, digest, &body)?;
         manifest::parse(&what, &body)
     }
 
@@ -151,26 +189,31 @@ impl Session<'_> {
         // Asked for by digest alone: a descriptor's `urls` would send the request elsewhere.
         let digest_text = digest.to_string();
         let body = self
-            .rules
-            .run(&what, || async {
-                let stream = self
-                    .client
-                    .pull_blob_stream(&target, digest_text.as_str())
-                    .await
-                    .map_err(|e| self.classify(&what, e))?;
-                let declared = stream.content_length;
-                read_capped(stream, declared, limit)
-                    .await
-                    .map_err(|failure| match failure {
-                        CappedRead::TooLarge => RegistryError::TooLarge {
-                            what: what.clone(),
-                            limit,
-                        },
-                        CappedRead::Failed(e) => self.classify(&what, e.into()),
+            .content(Kind::Config, digest, &what, || async {
+                let body = self
+                    .rules
+                    .run(&what, || async {
+                        let stream = self
+                            .client
+                            .pull_blob_stream(&target, digest_text.as_str())
+                            .await
+                            .map_err(|e| self.classify(&what, e))?;
+                        let declared = stream.content_length;
+                        read_capped(stream, declared, limit).await.map_err(
+                            |failure| match failure {
+                                CappedRead::TooLarge => RegistryError::TooLarge {
+                                    what: what.clone(),
+                                    limit,
+                                },
+                                CappedRead::Failed(e) => self.classify(&what, e.into()),
+                            },
+                        )
                     })
+                    .await?;
+                check_digest(&what, digest, &body)?;
+                Ok(body)
             })
             .await?;
-        check_digest(&what, digest, &body)?;
         manifest::parse_config(&what, &body)
     }
 
@@ -268,6 +311,61 @@ impl Session<'_> {
             index_entry_annotations: entry.map(|e| e.annotations.clone()).unwrap_or_default(),
             nested_in,
         })
+    }
+
+    /// Verified bytes for `digest`: from the cache, or from `fetch` (which must check the size
+    /// cap and the hash) and then kept. A "not found" is kept briefly; no other failure is.
+    async fn content<F, Fut>(
+        &self,
+        kind: Kind,
+        digest: &Digest,
+        what: &str,
+        fetch: F,
+    ) -> Result<Arc<[u8]>, RegistryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, RegistryError>>,
+    {
+        let key = self.key(kind, &digest.to_string());
+        let cached = || match self.caches.content(&key) {
+            Some(body) => Some(Ok(body)),
+            None => match self.caches.answer(&key) {
+                Cached::Hit(Err(err)) => Some(Err(err)),
+                Cached::Hit(Ok(_)) | Cached::Miss => None,
+            },
+        };
+        if let Some(hit) = cached() {
+            return hit;
+        }
+        let timeout = || self.rules.timeout(what, None);
+        self.caches
+            .coalesce(&key, self.rules.deadline, timeout, || async {
+                if let Some(hit) = cached() {
+                    return hit;
+                }
+                match fetch().await {
+                    Ok(body) => {
+                        let body: Arc<[u8]> = body.into();
+                        self.caches.keep_content(key.clone(), body.clone());
+                        Ok(body)
+                    }
+                    Err(err) => {
+                        self.caches.keep_failure(&key, &err);
+                        Err(err)
+                    }
+                }
+            })
+            .await
+    }
+
+    fn key(&self, kind: Kind, name: &str) -> Key {
+        Key::new(
+            self.reference.registry(),
+            self.reference.repository(),
+            &self.identity,
+            kind,
+            name,
+        )
     }
 
     fn pinned(&self, digest: &Digest) -> Reference {
