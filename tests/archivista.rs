@@ -342,3 +342,214 @@ fn oversized_downloads_are_refused_whether_announced_or_not() {
         );
     }
 }
+
+/// The counting stand-in serving the d02 vector's real envelope, with a client to drive it.
+struct Counting {
+    _child: Standin,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Counting {
+    fn start(dir: &Path) -> Self {
+        let envelope = vector("d02-pass-ed25519-commit-seed").join("attestations/compile.json");
+        let (child, url) = standin(dir, "counting", envelope.to_str().unwrap());
+        attestgate::install_crypto_provider();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        Self {
+            _child: child,
+            url,
+            http,
+        }
+    }
+
+    /// (searches, downloads) the stand-in has answered.
+    async fn counts(&self) -> (u64, u64) {
+        let body = self
+            .http
+            .get(format!("{}/counts", self.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let counts: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (
+            counts["query"].as_u64().unwrap(),
+            counts["download"].as_u64().unwrap(),
+        )
+    }
+
+    async fn control(&self, answer: &str, delay: f64) {
+        let status = self
+            .http
+            .post(format!("{}/control", self.url))
+            .body(json!({"answer": answer, "delay": delay}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+
+    fn source(&self, configure: impl FnOnce(&mut ArchivistaConfig)) -> ArchivistaSource {
+        let mut config = ArchivistaConfig::new(self.url.clone());
+        configure(&mut config);
+        ArchivistaSource::new(config).unwrap()
+    }
+}
+
+use attestgate::evidence::{ArchivistaConfig, ArchivistaSource};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn compile_query() -> attestgate::evidence::StepQuery {
+    attestgate::evidence::StepQuery {
+        step: "compile".into(),
+        digests: [COMMIT.to_string()].into_iter().collect(),
+        types: vec![],
+        preferred_keyids: vec![],
+    }
+}
+
+#[test]
+fn a_repeated_verification_is_served_from_the_caches() {
+    use attestgate::crypto::PublicKey;
+    use attestgate::policy::{verify, PolicyOptions, PolicyTrust, SignedPolicy, VerifyOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Counting::start(tmp.path());
+    let case = vector("d02-pass-ed25519-commit-seed");
+    let mut trust = PolicyTrust::default();
+    trust.add_key(
+        PublicKey::from_pem(&std::fs::read(case.join("policy-pubkey.pem")).unwrap()).unwrap(),
+    );
+    let policy = std::fs::read(case.join("policy-signed.json")).unwrap();
+    let signed = SignedPolicy::load(&policy, &trust, PolicyOptions::default()).unwrap();
+    let source = server.source(|_| {});
+    let seeds = vec![COMMIT.to_string()];
+
+    runtime().block_on(async {
+        let first = verify(&signed, &source, &seeds, &VerifyOptions::default())
+            .await
+            .unwrap();
+        assert!(first.passed, "{first:?}");
+        let after_first = server.counts().await;
+        assert_eq!(after_first.1, 1, "one download");
+        assert!(after_first.0 >= 1);
+
+        // Within the TTL: the same answer, without asking the server again.
+        let second = verify(&signed, &source, &seeds, &VerifyOptions::default())
+            .await
+            .unwrap();
+        assert!(second.passed, "{second:?}");
+        assert_eq!(
+            server.counts().await,
+            after_first,
+            "no second search or download"
+        );
+
+        // A clone shares the caches; a fresh source with no search cache still does not
+        // download the envelope twice within one source.
+        let clone = source.clone();
+        verify(&signed, &clone, &seeds, &VerifyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(server.counts().await, after_first);
+        let uncached = server.source(|c| {
+            c.search_ttl = std::time::Duration::ZERO;
+            c.negative_search_ttl = std::time::Duration::ZERO;
+        });
+        for _ in 0..2 {
+            let again = verify(&signed, &uncached, &seeds, &VerifyOptions::default())
+                .await
+                .unwrap();
+            assert!(again.passed);
+        }
+        let (queries, downloads) = server.counts().await;
+        assert_eq!(queries, after_first.0 * 3, "searches are asked again");
+        assert_eq!(
+            downloads, 2,
+            "one more download, cached by gitoid after that"
+        );
+    });
+}
+
+#[test]
+fn an_empty_answer_is_asked_again_after_its_short_ttl() {
+    use attestgate::evidence::EvidenceSource;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Counting::start(tmp.path());
+    let source = server.source(|c| c.negative_search_ttl = Duration::from_millis(400));
+    let query = [compile_query()];
+    runtime().block_on(async {
+        server.control("empty", 0.0).await;
+        let answer = source.search(&query, &Default::default()).await.unwrap();
+        assert!(answer[0].is_empty());
+        // The evidence is uploaded; the empty answer is still reused for a moment...
+        server.control("hit", 0.0).await;
+        let answer = source.search(&query, &Default::default()).await.unwrap();
+        assert!(answer[0].is_empty());
+        assert_eq!(server.counts().await, (1, 0));
+        // ...and asked again once its short TTL has passed; the hit is then kept.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let answer = source.search(&query, &Default::default()).await.unwrap();
+        assert_eq!(answer[0].len(), 1);
+        assert!(answer[0][0].fetch_error.is_none());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        source.search(&query, &Default::default()).await.unwrap();
+        assert_eq!(server.counts().await, (2, 1));
+    });
+}
+
+#[test]
+fn concurrent_identical_searches_make_one_query() {
+    use attestgate::evidence::EvidenceSource;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Counting::start(tmp.path());
+    let source = server.source(|_| {});
+    let query = [compile_query()];
+    runtime().block_on(async {
+        server.control("hit", 0.3).await;
+        let seen = Default::default();
+        let answers =
+            futures_util::future::join_all((0..10).map(|_| source.search(&query, &seen))).await;
+        for answer in answers {
+            assert_eq!(answer.unwrap()[0].len(), 1);
+        }
+        assert_eq!(server.counts().await, (1, 1));
+    });
+}
+
+#[test]
+fn a_server_error_is_not_cached() {
+    use attestgate::evidence::EvidenceSource;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Counting::start(tmp.path());
+    let source = server.source(|_| {});
+    let query = [compile_query()];
+    runtime().block_on(async {
+        server.control("error", 0.0).await;
+        let err = source
+            .search(&query, &Default::default())
+            .await
+            .unwrap_err();
+        assert!(
+            attestgate::display_chain(&err).contains("500"),
+            "{}",
+            attestgate::display_chain(&err)
+        );
+        assert!(source.search(&query, &Default::default()).await.is_err());
+        assert_eq!(server.counts().await, (2, 0), "each error asked again");
+        server.control("hit", 0.0).await;
+        let answer = source.search(&query, &Default::default()).await.unwrap();
+        assert_eq!(answer[0].len(), 1);
+        assert_eq!(server.counts().await, (3, 1));
+    });
+}

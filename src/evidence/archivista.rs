@@ -2,6 +2,11 @@
 //! paged and bounded, then parallel downloads whose bytes must hash to the gitoid they were
 //! asked for.
 //!
+//! Downloaded envelopes are cached by gitoid (they were hash-checked, so they never go stale)
+//! within a byte budget; search answers for a few seconds, empty ones for less, errors never;
+//! concurrent identical searches share one request. The caches live in the source and are
+//! shared by its clones.
+//!
 //! Archivista indexes only witness's collection predicate as a collection; cilock's aflock.ai
 //! collections are found by subject alone and assigned to steps by the name inside the
 //! downloaded (and hash-checked) envelope. Nothing here decides trust: every candidate is
@@ -14,6 +19,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use super::cache::{EnvelopeCache, TtlCache};
 use super::gitoid::{gitoid_sha256, is_gitoid};
 use super::{Candidate, EvidenceRef, EvidenceSource, SourceError, StepQuery};
 use crate::intoto::types::AFLOCK_COLLECTION;
@@ -32,6 +38,16 @@ pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Default number of downloads in flight.
 pub const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 8;
+
+/// Default total size of the downloaded envelopes kept in memory.
+pub const DEFAULT_ENVELOPE_CACHE_BYTES: usize = 256 * 1024 * 1024;
+/// Default time a search answer with hits is reused.
+pub const DEFAULT_SEARCH_TTL: Duration = Duration::from_secs(30);
+/// Default time an empty search answer is reused: short, because CI often deploys before its
+/// evidence upload has finished.
+pub const DEFAULT_NEGATIVE_SEARCH_TTL: Duration = Duration::from_secs(5);
+/// Most search answers kept at once.
+pub const MAX_CACHED_SEARCHES: usize = 4096;
 
 /// How to reach an Archivista server. There is no default server: evidence is only ever fetched
 /// from one the operator names.
@@ -59,6 +75,13 @@ pub struct ArchivistaConfig {
     pub max_response_bytes: usize,
     /// Downloads in flight.
     pub download_concurrency: usize,
+    /// Total size of the downloaded (hash-checked) envelopes kept in memory by gitoid; 0 keeps
+    /// none.
+    pub envelope_cache_bytes: usize,
+    /// How long a search answer with hits is reused; zero disables.
+    pub search_ttl: Duration,
+    /// How long an empty search answer is reused; zero disables.
+    pub negative_search_ttl: Duration,
 }
 
 impl ArchivistaConfig {
@@ -76,6 +99,9 @@ impl ArchivistaConfig {
             max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
+            envelope_cache_bytes: DEFAULT_ENVELOPE_CACHE_BYTES,
+            search_ttl: DEFAULT_SEARCH_TTL,
+            negative_search_ttl: DEFAULT_NEGATIVE_SEARCH_TTL,
         }
     }
 }
@@ -119,13 +145,27 @@ pub enum ArchivistaError {
     },
 }
 
-/// A search client for one Archivista server.
+/// A search client for one Archivista server. Clones share its caches.
 #[derive(Debug, Clone)]
 pub struct ArchivistaSource {
     client: reqwest::Client,
     base: String,
     config: ArchivistaConfig,
+    envelopes: Arc<EnvelopeCache>,
+    searches: Arc<TtlCache<SearchKey, Hits>>,
 }
+
+/// Everything a round's search answer depends on: the server, each step's name, digests and
+/// types (in order, since answers are by position), and the gitoids left out as seen.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SearchKey {
+    server: String,
+    steps: Vec<(String, BTreeSet<String>, Vec<String>)>,
+    seen: Vec<String>,
+}
+
+/// Hits per search: by step query index, `None` for the shared subject-only search.
+type Hits = BTreeMap<Option<usize>, Vec<Hit>>;
 
 /// One aliased search of a round's GraphQL request.
 struct Search {
@@ -187,6 +227,8 @@ impl ArchivistaSource {
         Ok(Self {
             client,
             base,
+            envelopes: Arc::new(EnvelopeCache::new(config.envelope_cache_bytes)),
+            searches: Arc::new(TtlCache::new(MAX_CACHED_SEARCHES)),
             config,
         })
     }
@@ -208,7 +250,7 @@ impl ArchivistaSource {
                 EvidenceRef::File(_) => None,
             })
             .collect();
-        let hits = self.find(queries, &seen).await?;
+        let hits = self.find_cached(queries, &seen).await?;
 
         // Per step: witness collections found by name, plus every subject-only (cilock) hit,
         // to be assigned by the name inside the envelope once downloaded.
@@ -257,12 +299,34 @@ impl ArchivistaSource {
         Ok(answers)
     }
 
-    /// Runs the round's searches, following pages, and returns hits per search.
-    async fn find(
+    /// [`Self::find`] through the search cache.
+    async fn find_cached(
         &self,
         queries: &[StepQuery],
         seen: &[&str],
-    ) -> Result<BTreeMap<Option<usize>, Vec<Hit>>, ArchivistaError> {
+    ) -> Result<Arc<Hits>, ArchivistaError> {
+        let key = SearchKey {
+            server: self.base.clone(),
+            steps: queries
+                .iter()
+                .map(|q| (q.step.clone(), q.digests.clone(), q.types.clone()))
+                .collect(),
+            seen: seen.iter().map(|g| (*g).to_string()).collect(),
+        };
+        let ttl = |hits: &Hits| {
+            if hits.values().all(Vec::is_empty) {
+                self.config.negative_search_ttl
+            } else {
+                self.config.search_ttl
+            }
+        };
+        self.searches
+            .get_or_try(&key, ttl, || self.find(queries, seen))
+            .await
+    }
+
+    /// Runs the round's searches, following pages, and returns hits per search.
+    async fn find(&self, queries: &[StepQuery], seen: &[&str]) -> Result<Hits, ArchivistaError> {
         let mut pending: Vec<Search> = queries
             .iter()
             .enumerate()
@@ -284,7 +348,7 @@ impl ArchivistaSource {
             });
         }
 
-        let mut hits: BTreeMap<Option<usize>, Vec<Hit>> = BTreeMap::new();
+        let mut hits: Hits = BTreeMap::new();
         for _page in 0..self.config.max_pages {
             if pending.is_empty() {
                 break;
@@ -419,24 +483,39 @@ impl ArchivistaSource {
     ) -> Result<BTreeMap<String, Candidate>, ArchivistaError> {
         let limit = Arc::new(Semaphore::new(self.config.download_concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
+        let mut out = BTreeMap::new();
         for gitoid in gitoids {
+            if let Some(bytes) = self.envelopes.get(&gitoid) {
+                let candidate = Candidate {
+                    reference: EvidenceRef::Gitoid(gitoid.clone()),
+                    bytes,
+                    fetch_error: None,
+                };
+                out.insert(gitoid, candidate);
+                continue;
+            }
             let this = self.clone();
             let limit = limit.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let result = this.download(&gitoid).await;
+                let result = this
+                    .envelopes
+                    .get_or_fetch(&gitoid, || async {
+                        this.download(&gitoid).await.map(Arc::<[u8]>::from)
+                    })
+                    .await;
                 (gitoid, result)
             });
         }
-        let mut out = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
             let Ok((gitoid, result)) = joined else {
                 return Err(ArchivistaError::Malformed("a download task failed".into()));
             };
             let candidate = match result {
+                // Only bytes that hashed to their gitoid get here (and into the cache).
                 Ok(bytes) => Candidate {
                     reference: EvidenceRef::Gitoid(gitoid.clone()),
-                    bytes: bytes.into(),
+                    bytes,
                     fetch_error: None,
                 },
                 Err(e @ ArchivistaError::Unreachable { .. }) => return Err(e),

@@ -1,5 +1,6 @@
 //! Evidence from local files: each file one DSSE envelope, indexed by collection name and
-//! subject digest values when loaded.
+//! subject digest values when loaded. A directory of evidence is read the same way, every
+//! `*.json` file under it, with stray files set aside instead of failing the whole folder.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,22 @@ pub enum FileSourceError {
     TooLarge {
         /// The file.
         path: PathBuf,
+        /// The cap.
+        limit: usize,
+    },
+    /// The path given as an evidence directory is not a directory.
+    #[error("evidence {path} is not a directory")]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// An evidence directory holds more `*.json` files, or is nested deeper, than is read.
+    #[error("evidence directory {path} holds more than {limit} {what}")]
+    DirectoryTooLarge {
+        /// The directory given.
+        path: PathBuf,
+        /// What overflowed: files, or directory levels.
+        what: &'static str,
         /// The cap.
         limit: usize,
     },
@@ -78,6 +95,39 @@ impl FileSource {
         Ok(source)
     }
 
+    /// Reads every `*.json` file under `dir`, recursively, in path order. Symbolic links are
+    /// not followed (neither to files nor to directories) and non-regular files are skipped, so
+    /// a directory cannot make the reader leave it or block on a FIFO. A `*.json` file that
+    /// cannot be read, is too large, or is not an envelope is reported by
+    /// [`FileSource::ignored`] instead of failing the directory.
+    ///
+    /// # Errors
+    /// `dir` (or a directory under it) cannot be listed, or it holds more than
+    /// [`MAX_DIRECTORY_FILES`] `*.json` files or is nested deeper than [`MAX_DIRECTORY_DEPTH`].
+    pub fn from_directory(dir: impl AsRef<Path>) -> Result<Self, FileSourceError> {
+        let dir = dir.as_ref();
+        let meta = std::fs::metadata(dir).map_err(|source| FileSourceError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(FileSourceError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        let mut paths = Vec::new();
+        collect_json_files(dir, dir, 0, &mut paths)?;
+        paths.sort();
+        let mut source = Self::default();
+        for path in paths {
+            let added = read_envelope_file(&path).and_then(|bytes| source.add(path.clone(), bytes));
+            if let Err(e) = added {
+                source.ignored.push((path, crate::display_chain(&e)));
+            }
+        }
+        Ok(source)
+    }
+
     /// Adds one envelope held in memory, under the name `path`.
     ///
     /// # Errors
@@ -103,7 +153,8 @@ impl FileSource {
         Ok(())
     }
 
-    /// Files that were envelopes but could never match a step, with the reason.
+    /// Files that could never match a step, with the reason: envelopes whose payload is not a
+    /// collection, and (from a directory) `*.json` files that are not envelopes at all.
     pub fn ignored(&self) -> &[(PathBuf, String)] {
         &self.ignored
     }
@@ -124,6 +175,51 @@ impl FileSource {
             })
             .collect()
     }
+}
+
+/// Most `*.json` files read from one evidence directory.
+pub const MAX_DIRECTORY_FILES: usize = 10_000;
+/// Deepest directory nesting read under an evidence directory.
+pub const MAX_DIRECTORY_DEPTH: usize = 32;
+
+/// Appends the regular `*.json` files under `dir` to `out`, not following symbolic links.
+fn collect_json_files(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), FileSourceError> {
+    let too_large = |what, limit| FileSourceError::DirectoryTooLarge {
+        path: root.to_path_buf(),
+        what,
+        limit,
+    };
+    if depth > MAX_DIRECTORY_DEPTH {
+        return Err(too_large("directory levels", MAX_DIRECTORY_DEPTH));
+    }
+    let read_error = |source| FileSourceError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_error)? {
+        let entry = entry.map_err(read_error)?;
+        // The entry's own type: a symbolic link is reported as one, not as its target.
+        let kind = entry.file_type().map_err(read_error)?;
+        entries.push((entry.path(), kind));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, kind) in entries {
+        if kind.is_dir() {
+            collect_json_files(root, &path, depth + 1, out)?;
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "json") {
+            if out.len() >= MAX_DIRECTORY_FILES {
+                return Err(too_large("*.json files", MAX_DIRECTORY_FILES));
+            }
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Reads an evidence file, refusing non-regular files and files over the envelope cap without
@@ -178,5 +274,118 @@ impl EvidenceSource for FileSource {
         seen: &BTreeSet<EvidenceRef>,
     ) -> Result<Vec<Vec<Candidate>>, SourceError> {
         Ok(queries.iter().map(|q| self.search_one(q, seen)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const ENVELOPE: &[u8] = include_bytes!(
+        "../../tests/fixtures/vectors/d02-pass-ed25519-commit-seed/attestations/compile.json"
+    );
+    const COMMIT: &str = "68ea7a55316c66a603a6838f05e4c130c2b4ff80";
+
+    fn query() -> StepQuery {
+        StepQuery {
+            step: "compile".into(),
+            digests: [COMMIT.to_string()].into_iter().collect(),
+            types: vec![],
+            preferred_keyids: vec![],
+        }
+    }
+
+    fn found(source: &FileSource) -> Vec<PathBuf> {
+        source
+            .search_one(&query(), &BTreeSet::new())
+            .into_iter()
+            .map(|c| match c.reference {
+                EvidenceRef::File(p) => p,
+                EvidenceRef::Gitoid(g) => PathBuf::from(g),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_is_indexed_recursively_and_stray_files_are_set_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("top.json"), ENVELOPE).unwrap();
+        std::fs::write(dir.join("a/b/deep.json"), ENVELOPE).unwrap();
+        std::fs::write(dir.join("a/stray.json"), b"{\"not\": \"an envelope\"}").unwrap();
+        std::fs::write(dir.join("a/notes.txt"), b"not json, not read").unwrap();
+        std::fs::write(dir.join("a/copy.JSON.bak"), ENVELOPE).unwrap();
+
+        let source = FileSource::from_directory(dir).unwrap();
+        assert_eq!(
+            found(&source),
+            vec![dir.join("a/b/deep.json"), dir.join("top.json")]
+        );
+        let ignored: Vec<&PathBuf> = source.ignored().iter().map(|(p, _)| p).collect();
+        assert_eq!(ignored, vec![&dir.join("a/stray.json")]);
+        assert!(
+            source.ignored()[0].1.contains("not a DSSE envelope"),
+            "{:?}",
+            source.ignored()
+        );
+        // A different step or digest finds nothing.
+        let mut other = query();
+        other.digests = ["ab".repeat(20)].into_iter().collect();
+        assert!(source.search_one(&other, &BTreeSet::new()).is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_not_followed_and_special_files_are_skipped() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("outside.json"), ENVELOPE).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::os::unix::fs::symlink(outside.path().join("outside.json"), dir.join("link.json"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.join("linkdir")).unwrap();
+        let fifo = dir.join("fifo.json");
+        let made_fifo = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        std::fs::write(dir.join("real.json"), ENVELOPE).unwrap();
+
+        // Would block forever on the FIFO, or find the outside files, if either were read.
+        let source = FileSource::from_directory(dir).unwrap();
+        assert_eq!(found(&source), vec![dir.join("real.json")]);
+        assert!(source.ignored().is_empty(), "{:?}", source.ignored());
+        if !made_fifo {
+            eprintln!("mkfifo unavailable: the FIFO case was not exercised");
+        }
+    }
+
+    #[test]
+    fn a_missing_directory_or_a_file_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            FileSource::from_directory(tmp.path().join("nope")),
+            Err(FileSourceError::Read { .. })
+        ));
+        std::fs::write(tmp.path().join("f.json"), ENVELOPE).unwrap();
+        assert!(matches!(
+            FileSource::from_directory(tmp.path().join("f.json")),
+            Err(FileSourceError::NotADirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn too_deep_a_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut deep = tmp.path().to_path_buf();
+        for _ in 0..=MAX_DIRECTORY_DEPTH + 1 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let err = FileSource::from_directory(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("directory levels"), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 //! search round at a time; the source never decides what is trusted.
 
 pub mod archivista;
+mod cache;
 mod files;
 mod gitoid;
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use archivista::{ArchivistaConfig, ArchivistaError, ArchivistaSource};
-pub use files::{FileSource, FileSourceError};
+pub use files::{FileSource, FileSourceError, MAX_DIRECTORY_DEPTH, MAX_DIRECTORY_FILES};
 pub use gitoid::gitoid_sha256;
 
 /// Where a candidate envelope came from, so a decision can be reproduced.
