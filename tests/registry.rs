@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use attestgate::display_chain;
 use attestgate::image::{
-    Digest, IdentityKind, ImageReference, Place, Registry, RegistryConfig, RegistryCredentials,
-    RegistryError, ResolvedImage, RevisionError, REVISION_KEY, SOURCE_KEY,
+    Digest, IdentityKind, ImageReference, Mirrors, Place, Registry, RegistryConfig,
+    RegistryCredentials, RegistryError, ResolvedImage, RevisionError, REVISION_KEY, SOURCE_KEY,
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -1830,4 +1830,270 @@ fn one_tenants_answers_are_not_served_to_another() {
         stand_in.count(&format!("GET /v2/shared/manifests/{digest}")),
         3
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mirrors (containerd hosts.toml)
+// ---------------------------------------------------------------------------------------------
+
+/// A mirrors directory configuring `registry` with `hosts_toml`, and the [`Mirrors`] read
+/// from it.
+fn mirrors_for(registry: &str, hosts_toml: &str) -> (tempfile::TempDir, Mirrors) {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join(registry);
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("hosts.toml"), hosts_toml).unwrap();
+    let mirrors = Mirrors::from_dir(dir.path()).unwrap();
+    (dir, mirrors)
+}
+
+/// `127.0.0.1:<port>` where nothing listens.
+fn down_host() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
+#[test]
+fn an_image_resolves_through_a_mirror_when_the_registry_is_down() {
+    let Some(plain) = plain("an_image_resolves_through_a_mirror_when_the_registry_is_down") else {
+        return;
+    };
+    let upstream = down_host();
+    let mirror = plain.registry.host();
+    let (_dir, mirrors) = mirrors_for(
+        &upstream,
+        &format!("[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    );
+    let config = RegistryConfig {
+        insecure_hosts: vec![mirror.to_string(), upstream.clone()],
+        mirrors: Some(mirrors),
+        ..RegistryConfig::default()
+    };
+    let resolved = resolve_with(
+        config.clone(),
+        &format!("{upstream}/demo/hello:v1"),
+        &RegistryCredentials::Anonymous,
+        BUDGET,
+    )
+    .unwrap();
+    assert_eq!(resolved.digest.to_string(), plain.pushed.mk["v1"]);
+    assert_eq!(resolved.images[0].labels[REVISION_KEY], MKLAYOUT_REVISION);
+
+    // A plain-HTTP mirror whose host is not listed as insecure is skipped: only the registry
+    // (down) is left.
+    let not_listed = RegistryConfig {
+        insecure_hosts: vec![upstream.clone()],
+        ..config
+    };
+    let err = resolve_with(
+        not_listed,
+        &format!("{upstream}/demo/hello:v1"),
+        &RegistryCredentials::Anonymous,
+        BUDGET,
+    )
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
+}
+
+#[test]
+fn a_mirror_without_the_image_falls_through_to_the_registry() {
+    let Some(plain) = plain("a_mirror_without_the_image_falls_through_to_the_registry") else {
+        return;
+    };
+    let empty = TestRegistry::start(&[]);
+    let upstream = plain.registry.host();
+    let (_dir, mirrors) = mirrors_for(
+        upstream,
+        &format!(
+            "server = \"http://{upstream}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            empty.host()
+        ),
+    );
+    let config = RegistryConfig {
+        insecure_hosts: vec![upstream.to_string(), empty.host().to_string()],
+        mirrors: Some(mirrors),
+        ..RegistryConfig::default()
+    };
+    let resolved = plain
+        .resolve_with(config.clone(), "demo/hello:multi")
+        .unwrap();
+    assert_eq!(resolved.digest.to_string(), plain.pushed.mk["multi"]);
+    assert!(resolved.is_index());
+    // By digest too, and a tag neither has is still "not found".
+    let by_digest = plain
+        .resolve_with(
+            config.clone(),
+            &format!("demo/hello@{}", plain.pushed.mk["v1"]),
+        )
+        .unwrap();
+    assert_eq!(by_digest.digest.to_string(), plain.pushed.mk["v1"]);
+    let err = plain.resolve_with(config, "demo/hello:nope").unwrap_err();
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn a_pull_only_mirror_serves_content_but_never_resolves_tags() {
+    let Some(plain) = plain("a_pull_only_mirror_serves_content_but_never_resolves_tags") else {
+        return;
+    };
+    let digest = plain.pushed.mk["v1"].clone();
+    // The registry: a stand-in that only knows the tag; every manifest and config it is asked
+    // for by digest would be "not found".
+    let (_layout_dir, layout) = stand_in_layout();
+    let mut routes = serde_json::Map::new();
+    routes.insert(
+        "HEAD /v2/demo/hello/manifests/v1".into(),
+        json!([{"status": 200,
+                "headers": {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": digest}}]),
+    );
+    let Some(upstream) = StandIn::start(&layout, routes) else {
+        return;
+    };
+    let mirror = plain.registry.host();
+    let (_dir, mirrors) = mirrors_for(
+        &upstream.host,
+        &format!("[host.\"http://{mirror}\"]\n  capabilities = [\"pull\"]\n"),
+    );
+    let config = RegistryConfig {
+        insecure_hosts: vec![upstream.host.clone(), mirror.to_string()],
+        mirrors: Some(mirrors),
+        ..upstream.config()
+    };
+    let resolved = upstream.resolve(config, "demo/hello:v1", BUDGET).unwrap();
+    assert_eq!(resolved.digest.to_string(), digest);
+    assert_eq!(resolved.images[0].labels[REVISION_KEY], MKLAYOUT_REVISION);
+    // The tag went to the registry, the content came from the mirror.
+    assert_eq!(upstream.count("HEAD /v2/demo/hello/manifests/v1"), 1);
+    assert_eq!(
+        upstream.count(&format!("GET /v2/demo/hello/manifests/{digest}")),
+        0
+    );
+    let log = std::fs::read_to_string(upstream.dir.path().join("requests.log")).unwrap();
+    assert!(!log.contains("/blobs/"), "{log}");
+}
+
+#[test]
+fn a_digest_mismatch_at_a_mirror_stops_instead_of_falling_through() {
+    let Some(plain) = plain("a_digest_mismatch_at_a_mirror_stops_instead_of_falling_through")
+    else {
+        return;
+    };
+    let upstream = plain.registry.host();
+    let digest = plain.pushed.mk["v1"].clone();
+    // The mirror serves other bytes under the digest the registry names.
+    let (_layout_dir, layout) = stand_in_layout();
+    let other = layout.image("amd64", labels(C2), json!({}));
+    let mut routes = serde_json::Map::new();
+    routes.insert(
+        format!("GET /v2/demo/hello/manifests/{digest}?ns={upstream}"),
+        json!([{"status": 200, "file": blob_file(&other),
+                "headers": {"Content-Type": OCI_MANIFEST}}]),
+    );
+    let Some(mirror) = StandIn::start(&layout, routes) else {
+        return;
+    };
+    let (_dir, mirrors) = mirrors_for(
+        upstream,
+        &format!(
+            "server = \"http://{upstream}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n",
+            mirror.host
+        ),
+    );
+    let config = RegistryConfig {
+        insecure_hosts: vec![upstream.to_string(), mirror.host.clone()],
+        mirrors: Some(mirrors),
+        ..RegistryConfig::default()
+    };
+    let err = plain.resolve_with(config, "demo/hello:v1").unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::DigestMismatch { expected, .. } if *expected == digest),
+        "{err:?}"
+    );
+    assert_eq!(
+        mirror.count(&format!(
+            "GET /v2/demo/hello/manifests/{digest}?ns={upstream}"
+        )),
+        1
+    );
+}
+
+#[test]
+fn an_endpoint_with_skip_verify_is_refused_with_a_clear_error() {
+    let upstream = down_host();
+    let (_dir, mirrors) = mirrors_for(
+        &upstream,
+        "[host.\"https://127.0.0.1:1\"]\n  capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n",
+    );
+    let config = RegistryConfig {
+        mirrors: Some(mirrors),
+        ..RegistryConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let err = resolve_with(
+        config,
+        &format!("{upstream}/demo/hello:v1"),
+        &RegistryCredentials::Anonymous,
+        BUDGET,
+    )
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::Endpoint { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    let text = err.to_string();
+    assert!(
+        text.contains("https://127.0.0.1:1/v2")
+            && text.contains(&upstream)
+            && text.contains("skip_verify = true")
+            && text.contains("is refused"),
+        "{text}"
+    );
+    // Refused before any request.
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_tls_mirror_is_trusted_with_its_own_ca_file_only() {
+    if !peers_present("a_tls_mirror_is_trusted_with_its_own_ca_file_only") {
+        return;
+    }
+    let mirror = TestRegistry::start(&["--tls"]);
+    let layouts = tempfile::tempdir().unwrap();
+    let mk: HashMap<String, String> = serde_json::from_str(&run(Command::new("python3")
+        .arg(root().join("tests/peers/mklayout.py"))
+        .arg(layouts.path())))
+    .unwrap();
+    mirror.push(layouts.path(), "v1", "demo/hello:v1", &[]);
+    let upstream = down_host();
+    let reference = format!("{upstream}/demo/hello:v1");
+    let anonymous = RegistryCredentials::Anonymous;
+    let config = |ca: &str| {
+        let (dir, mirrors) = mirrors_for(
+            &upstream,
+            &format!(
+                "[host.\"https://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n{ca}",
+                mirror.host()
+            ),
+        );
+        let config = RegistryConfig {
+            insecure_hosts: vec![upstream.clone()],
+            mirrors: Some(mirrors),
+            ..RegistryConfig::default()
+        };
+        (dir, config)
+    };
+
+    let ca = format!("  ca = {:?}\n", mirror.facts["REGISTRY_CA"]);
+    let (_with, with_ca) = config(&ca);
+    let resolved = resolve_with(with_ca, &reference, &anonymous, BUDGET).unwrap();
+    assert_eq!(resolved.digest.to_string(), mk["v1"]);
+
+    // Without the CA the handshake fails, and a TLS failure does not fall through.
+    let (_without, without_ca) = config("");
+    let err = resolve_with(without_ca, &reference, &anonymous, BUDGET).unwrap_err();
+    assert!(matches!(err, RegistryError::Tls { .. }), "{err:?}");
+
+    // A CA file that is not a certificate is a clear error.
+    let (_bad, bad_ca) = config("  ca = \"/dev/null\"\n");
+    let err = resolve_with(bad_ca, &reference, &anonymous, BUDGET).unwrap_err();
+    assert!(matches!(err, RegistryError::Endpoint { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a PEM certificate"), "{err}");
 }

@@ -146,6 +146,29 @@ pub enum RegistryError {
         /// Its position in the configuration, from 0.
         index: usize,
     },
+    /// A mirror or server endpoint configured for the registry (containerd `hosts.toml`) that
+    /// cannot be used as configured: `skip_verify`, which is refused (content is hash-checked
+    /// whatever serves it, but a tag resolved over an unverified connection could be swapped for
+    /// another image, so TLS is never silently weakened), or a setting this client cannot honour
+    /// (client certificates, extra headers, an API root other than `/v2`), or an unreadable CA.
+    #[error("endpoint {endpoint} configured for registry {registry} cannot be used: {problem}")]
+    Endpoint {
+        /// The registry host.
+        registry: String,
+        /// The endpoint's URL.
+        endpoint: String,
+        /// Why.
+        problem: String,
+    },
+    /// No configured endpoint of the registry may be asked for this (every one lacks the
+    /// capability, or is plain HTTP without its host listed as insecure).
+    #[error("no endpoint configured for registry {registry} may serve {what} (plain HTTP endpoints need their host listed as insecure)")]
+    NoEndpoint {
+        /// The registry host.
+        registry: String,
+        /// What was asked for.
+        what: String,
+    },
     /// The HTTP client could not be built from the configuration.
     #[error("the registry client could not be set up")]
     Setup {
@@ -173,6 +196,20 @@ impl RegistryError {
     /// connection fails fast, and a timeout has already used its time.
     pub(super) fn is_retryable(&self) -> bool {
         matches!(self, Self::RateLimited { .. } | Self::ServerError { .. })
+    }
+
+    /// Whether the next endpoint of the registry (mirror, then server) should be tried: the
+    /// content is not there (not found), or the endpoint is out (unreachable, not answering,
+    /// 5xx). Anything else stops the resolution; above all a digest mismatch, which is an
+    /// attack signal rather than an outage, and a TLS failure, which must not be bypassed.
+    pub(super) fn falls_through(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound { .. }
+                | Self::Unreachable { .. }
+                | Self::ServerError { .. }
+                | Self::Timeout { .. }
+        )
     }
 }
 

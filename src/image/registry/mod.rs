@@ -18,6 +18,22 @@
 //!
 //! Plain HTTP is used only for the hosts listed in [`RegistryConfig::insecure_hosts`].
 //!
+//! Mirrors ([`RegistryConfig::mirrors`], containerd's `hosts.toml`): the endpoints of the
+//! registry are tried in containerd's order, the server last. A tag is turned into a digest
+//! only by endpoints with the `resolve` capability; manifests and configs by digest come from
+//! endpoints with `pull`. The next endpoint is tried when one answers "not found", is
+//! unreachable, times out or fails with a 5xx; anything else (a digest mismatch above all: an
+//! attack signal, not an outage) stops. Whatever endpoint serves content, it is hash-checked;
+//! cache keys name the registry, not the endpoint, since content by digest is the same
+//! wherever it came from. A plain-HTTP endpoint is used only when its host is listed in
+//! [`RegistryConfig::insecure_hosts`] (others are skipped). Refused with
+//! [`RegistryError::Endpoint`]: `skip_verify` (content is hash-checked, but a tag resolved
+//! over an unverified connection could be swapped, and TLS is never silently weakened), and
+//! what `oci-client` cannot honour: client certificates, extra headers, an API root other than
+//! `/v2`. An endpoint's `ca` files are trusted for that endpoint only. The registry's
+//! credentials are sent to its mirrors too, as containerd's CRI does. Requests to a mirror
+//! carry `?ns=<registry>`.
+//!
 //! Limitation: the bearer-token realm a registry names in `WWW-Authenticate` is followed
 //! wherever it points (`oci-client` offers no hook to vet it), and blob downloads follow
 //! redirects, as registries that keep blobs in object storage need. A registry admins do not
@@ -37,6 +53,7 @@ use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use oci_client::Reference;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::Semaphore;
@@ -45,6 +62,7 @@ use tokio::time::Instant;
 pub use error::RegistryError;
 pub(crate) use manifest::is_index_media_type;
 
+use super::mirrors::{Endpoint, Mirrors};
 use super::{ImageReference, ResolvedImage};
 
 /// Default timeout of one request (connect, headers and body).
@@ -100,6 +118,9 @@ pub struct RegistryConfig {
     pub tag_cache_ttl: Duration,
     /// How long a "not found" is kept; zero keeps none. Nothing else that fails is ever kept.
     pub negative_cache_ttl: Duration,
+    /// Mirrors and endpoint settings per registry (containerd `hosts.toml`); `None`: every
+    /// registry is reached at itself.
+    pub mirrors: Option<Mirrors>,
 }
 
 impl RegistryConfig {
@@ -128,6 +149,7 @@ impl Default for RegistryConfig {
             content_cache_bytes: Self::DEFAULT_CONTENT_CACHE_BYTES,
             tag_cache_ttl: Self::DEFAULT_TAG_CACHE_TTL,
             negative_cache_ttl: Self::DEFAULT_NEGATIVE_CACHE_TTL,
+            mirrors: None,
         }
     }
 }
@@ -202,9 +224,9 @@ impl RegistryCredentials {
 pub struct Registry {
     config: RegistryConfig,
     /// `oci-client` keeps the first credentials it sees for a registry and caches tokens per
-    /// repository, so one client serves exactly one (registry, credentials) pair: tokens
-    /// obtained with one tenant's pull secret are never used for another's.
-    clients: Mutex<HashMap<(String, String), oci_client::Client>>,
+    /// repository, so one client serves exactly one (registry, endpoint, credentials) triple:
+    /// tokens obtained with one tenant's pull secret are never used for another's.
+    clients: Mutex<HashMap<(String, String, String), oci_client::Client>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     caches: cache::Caches,
 }
@@ -238,7 +260,7 @@ impl Registry {
             limits: Mutex::new(HashMap::new()),
         };
         // Build one client now, so a configuration the HTTP stack refuses fails here.
-        registry.build_client()?;
+        registry.build_client(ClientProtocol::Https, Vec::new())?;
         Ok(registry)
     }
 
@@ -260,7 +282,7 @@ impl Registry {
         credentials: &RegistryCredentials,
         deadline: Instant,
     ) -> Result<ResolvedImage, RegistryError> {
-        let client = self.client_for(reference.registry(), credentials)?;
+        let routes = self.routes_for(reference.registry(), credentials)?;
         let limit = self.limit_for(reference.registry());
         let session = resolve::Session {
             rules: request::Rules {
@@ -270,7 +292,7 @@ impl Registry {
                 started: Instant::now(),
                 deadline,
             },
-            client: &client,
+            routes: &routes,
             auth: credentials.to_oci(),
             caches: &self.caches,
             identity: credentials.fingerprint(),
@@ -280,16 +302,84 @@ impl Registry {
         session.resolve().await
     }
 
-    fn client_for(
+    /// The endpoints to try for `registry`, in order, each with its client; plain-HTTP ones the
+    /// operator did not allow are left out.
+    ///
+    /// # Errors
+    /// [`RegistryError::Endpoint`] for an endpoint configured in a way that is refused or
+    /// cannot be honoured (checked for every endpoint, so a broken one is never hidden by a
+    /// working one before it).
+    fn routes_for(
         &self,
         registry: &str,
         credentials: &RegistryCredentials,
+    ) -> Result<Vec<Route>, RegistryError> {
+        let endpoints = match &self.config.mirrors {
+            Some(mirrors) => mirrors.endpoints(registry),
+            None => Mirrors::new().endpoints(registry),
+        };
+        let mut routes = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            check_endpoint(registry, &endpoint)?;
+            if !endpoint.permitted(&self.config.insecure_hosts) {
+                tracing::debug!(
+                    registry,
+                    endpoint = %endpoint.url(),
+                    "plain-HTTP endpoint skipped: its host is not listed as insecure"
+                );
+                continue;
+            }
+            let client = self.client_for(registry, &endpoint, credentials)?;
+            let mirror = (!is_registry_itself(registry, &endpoint)).then(|| endpoint.host().into());
+            routes.push(Route {
+                endpoint,
+                client,
+                mirror,
+            });
+        }
+        Ok(routes)
+    }
+
+    fn client_for(
+        &self,
+        registry: &str,
+        endpoint: &Endpoint,
+        credentials: &RegistryCredentials,
     ) -> Result<oci_client::Client, RegistryError> {
-        let key = (registry.to_string(), credentials.fingerprint());
+        let key = (
+            registry.to_string(),
+            endpoint.url(),
+            credentials.fingerprint(),
+        );
         if let Some(client) = lock(&self.clients).get(&key) {
             return Ok(client.clone());
         }
-        let client = self.build_client()?;
+        let protocol = if endpoint.is_plain_http() {
+            ClientProtocol::Http
+        } else if is_registry_itself(registry, endpoint) {
+            // As without mirrors: the registry itself is plain HTTP when listed as insecure.
+            ClientProtocol::HttpsExcept(self.config.insecure_hosts.clone())
+        } else {
+            ClientProtocol::Https
+        };
+        let mut extra_ca = Vec::new();
+        for path in endpoint.ca_files() {
+            let refuse = |problem: String| RegistryError::Endpoint {
+                registry: registry.to_string(),
+                endpoint: endpoint.url(),
+                problem,
+            };
+            let pem = std::fs::read(path)
+                .map_err(|e| refuse(format!("its CA file {path:?} cannot be read ({e})")))?;
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+            if !certs.is_ok_and(|c| !c.is_empty()) {
+                return Err(refuse(format!(
+                    "its CA file {path:?} is not a PEM certificate"
+                )));
+            }
+            extra_ca.push(pem);
+        }
+        let client = self.build_client(protocol, extra_ca)?;
         let mut clients = lock(&self.clients);
         if clients.len() >= MAX_CACHED_CLIENTS {
             clients.clear();
@@ -297,16 +387,22 @@ impl Registry {
         Ok(clients.entry(key).or_insert(client).clone())
     }
 
-    fn build_client(&self) -> Result<oci_client::Client, RegistryError> {
+    fn build_client(
+        &self,
+        protocol: ClientProtocol,
+        endpoint_ca_pem: Vec<Vec<u8>>,
+    ) -> Result<oci_client::Client, RegistryError> {
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(self.config.insecure_hosts.clone()),
+            protocol,
             extra_root_certificates: self
                 .config
                 .extra_ca_pem
                 .iter()
-                .map(|pem| Certificate {
+                .cloned()
+                .chain(endpoint_ca_pem)
+                .map(|data| Certificate {
                     encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
+                    data,
                 })
                 .collect(),
             // An index is judged whole, never narrowed to one platform by the client.
@@ -326,6 +422,62 @@ impl Registry {
             .entry(registry.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(permits)))
             .clone()
+    }
+}
+
+/// One endpoint of a registry, ready to be asked.
+pub(super) struct Route {
+    pub(super) endpoint: Endpoint,
+    pub(super) client: oci_client::Client,
+    /// The endpoint's host when it is not the registry itself (requests then carry
+    /// `?ns=<registry>`).
+    mirror: Option<String>,
+}
+
+impl Route {
+    /// The name errors give the endpoint: the registry's own, or the mirror's host.
+    pub(super) fn name<'a>(&'a self, registry: &'a str) -> &'a str {
+        self.mirror.as_deref().unwrap_or(registry)
+    }
+
+    /// `reference` as asked of this endpoint.
+    pub(super) fn target(&self, mut reference: Reference) -> Reference {
+        if let Some(mirror) = &self.mirror {
+            reference.set_mirror_registry(mirror.clone());
+        }
+        reference
+    }
+}
+
+/// Whether `endpoint` is the registry itself (Docker Hub's API host for `docker.io`).
+fn is_registry_itself(registry: &str, endpoint: &Endpoint) -> bool {
+    endpoint.host() == registry
+        || (registry == "docker.io" && endpoint.host() == "registry-1.docker.io")
+}
+
+/// Refuses an endpoint whose settings would weaken TLS or cannot be honoured.
+fn check_endpoint(registry: &str, endpoint: &Endpoint) -> Result<(), RegistryError> {
+    let problem = if endpoint.skip_verify() {
+        // Content by digest is hash-checked wherever it comes from, but a tag resolved over a
+        // connection nobody verified could be answered with another image's digest: refusing
+        // is the only way not to weaken TLS silently.
+        Some("`skip_verify = true` is refused: a tag resolved over an unverified connection could be swapped for another image; trust the endpoint's certificate with `ca` instead")
+    } else if !endpoint.client_certificates().is_empty() {
+        Some("client certificates are not supported by this registry client")
+    } else if !endpoint.headers().is_empty() {
+        Some("extra headers are not supported by this registry client")
+    } else if endpoint.path() != "/v2" {
+        Some("an API root other than `/v2` is not supported by this registry client")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(RegistryError::Endpoint {
+            registry: registry.to_string(),
+            endpoint: endpoint.url(),
+            problem: problem.to_string(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -398,10 +550,10 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
         };
-        registry.client_for("r1:5000", &anonymous).unwrap();
-        registry.client_for("r1:5000", &anonymous).unwrap();
-        registry.client_for("r1:5000", &basic).unwrap();
-        registry.client_for("r2:5000", &anonymous).unwrap();
+        registry.routes_for("r1:5000", &anonymous).unwrap();
+        registry.routes_for("r1:5000", &anonymous).unwrap();
+        registry.routes_for("r1:5000", &basic).unwrap();
+        registry.routes_for("r2:5000", &anonymous).unwrap();
         assert_eq!(lock(&registry.clients).len(), 3);
         assert!(Arc::ptr_eq(
             &registry.limit_for("r1:5000"),

@@ -20,13 +20,15 @@ use super::cache::{Cached, Caches, Key, Kind};
 use super::error::classify;
 use super::manifest::{self, Config, Descriptor, Index, Manifest, Parsed, ACCEPTED};
 use super::request::{read_capped, CappedRead, Rules};
-use super::RegistryError;
+use super::{RegistryError, Route};
+use crate::image::mirrors::Capabilities;
 use crate::image::{Digest, ImageReference, NestedIndex, PlatformImage, ResolvedImage};
 
 /// The state of one resolution.
 pub(super) struct Session<'a> {
     pub(super) rules: Rules<'a>,
-    pub(super) client: &'a oci_client::Client,
+    /// The registry's endpoints, in the order to try them (mirrors, then the server).
+    pub(super) routes: &'a [Route],
     pub(super) auth: RegistryAuth,
     /// The registry's caches.
     pub(super) caches: &'a Caches,
@@ -130,13 +132,25 @@ impl Session<'_> {
             tag.to_string(),
         );
         let digest = self
-            .rules
-            .run(&what, || async {
-                self.client
-                    .fetch_manifest_digest(&target, &self.auth)
-                    .await
-                    .map_err(|e| self.classify(&what, e))
-            })
+            .across(
+                &what,
+                |c| c.resolve,
+                |route| {
+                    let target = route.target(target.clone());
+                    let what = &what;
+                    async move {
+                        self.rules
+                            .run(what, || async {
+                                route
+                                    .client
+                                    .fetch_manifest_digest(&target, &self.auth)
+                                    .await
+                                    .map_err(|e| self.classify(route, what, e))
+                            })
+                            .await
+                    }
+                },
+            )
             .await?;
         Digest::parse(&digest).ok_or_else(|| RegistryError::Malformed {
             what,
@@ -154,14 +168,26 @@ impl Session<'_> {
         let body = self
             .content(Kind::Manifest, digest, &what, || async {
                 let body = self
-                    .rules
-                    .run(&what, || async {
-                        self.client
-                            .pull_manifest_raw(&target, &self.auth, &ACCEPTED)
-                            .await
-                            .map(|(body, _)| body)
-                            .map_err(|e| self.classify(&what, e))
-                    })
+                    .across(
+                        &what,
+                        |c| c.pull,
+                        |route| {
+                            let target = route.target(target.clone());
+                            let what = &what;
+                            async move {
+                                self.rules
+                                    .run(what, || async {
+                                        route
+                                            .client
+                                            .pull_manifest_raw(&target, &self.auth, &ACCEPTED)
+                                            .await
+                                            .map(|(body, _)| body)
+                                            .map_err(|e| self.classify(route, what, e))
+                                    })
+                                    .await
+                            }
+                        },
+                    )
                     .await?;
                 let limit = self.rules.config.max_manifest_bytes;
                 if body.len() as u64 > limit {
@@ -191,24 +217,37 @@ impl Session<'_> {
         let body = self
             .content(Kind::Config, digest, &what, || async {
                 let body = self
-                    .rules
-                    .run(&what, || async {
-                        let stream = self
-                            .client
-                            .pull_blob_stream(&target, digest_text.as_str())
-                            .await
-                            .map_err(|e| self.classify(&what, e))?;
-                        let declared = stream.content_length;
-                        read_capped(stream, declared, limit).await.map_err(
-                            |failure| match failure {
-                                CappedRead::TooLarge => RegistryError::TooLarge {
-                                    what: what.clone(),
-                                    limit,
-                                },
-                                CappedRead::Failed(e) => self.classify(&what, e.into()),
-                            },
-                        )
-                    })
+                    .across(
+                        &what,
+                        |c| c.pull,
+                        |route| {
+                            let target = route.target(target.clone());
+                            let (what, digest_text) = (&what, &digest_text);
+                            async move {
+                                self.rules
+                                    .run(what, || async {
+                                        let stream = route
+                                            .client
+                                            .pull_blob_stream(&target, digest_text.as_str())
+                                            .await
+                                            .map_err(|e| self.classify(route, what, e))?;
+                                        let declared = stream.content_length;
+                                        read_capped(stream, declared, limit).await.map_err(
+                                            |failure| match failure {
+                                                CappedRead::TooLarge => RegistryError::TooLarge {
+                                                    what: what.clone(),
+                                                    limit,
+                                                },
+                                                CappedRead::Failed(e) => {
+                                                    self.classify(route, what, e.into())
+                                                }
+                                            },
+                                        )
+                                    })
+                                    .await
+                            }
+                        },
+                    )
                     .await?;
                 check_digest(&what, digest, &body)?;
                 Ok(body)
@@ -380,9 +419,52 @@ impl Session<'_> {
         format!("manifest {digest} of {}", self.reference.name())
     }
 
-    fn classify(&self, what: &str, err: oci_client::errors::OciDistributionError) -> RegistryError {
+    /// Asks the endpoints able to (`usable`) in turn, until one answers, one fails in a way
+    /// that must stop the resolution, or none is left (then the last failure is returned).
+    async fn across<'s, T, F, Fut>(
+        &'s self,
+        what: &str,
+        usable: fn(&Capabilities) -> bool,
+        mut ask: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut(&'s Route) -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let mut last = None;
+        for route in self
+            .routes
+            .iter()
+            .filter(|r| usable(&r.endpoint.capabilities()))
+        {
+            match ask(route).await {
+                Err(err) if err.falls_through() => {
+                    tracing::debug!(
+                        registry = self.rules.registry,
+                        endpoint = %route.endpoint.url(),
+                        what,
+                        error = %err,
+                        "endpoint failed, trying the next one"
+                    );
+                    last = Some(err);
+                }
+                answer => return answer,
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::NoEndpoint {
+            registry: self.rules.registry.to_string(),
+            what: what.to_string(),
+        }))
+    }
+
+    fn classify(
+        &self,
+        route: &Route,
+        what: &str,
+        err: oci_client::errors::OciDistributionError,
+    ) -> RegistryError {
         classify(
-            self.rules.registry,
+            route.name(self.rules.registry),
             what,
             self.rules.config.request_timeout,
             err,
