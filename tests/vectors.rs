@@ -118,3 +118,28 @@ fn a_timestamped_collection_reports_its_trusted_signing_time() {
         "acme-tsa"
     );
 }
+
+#[test]
+fn evidence_can_come_from_a_folder() {
+    let case = common::root().join("tests/fixtures/vectors/d03-pass-two-steps-artifactsfrom");
+    let cmd = fs::read_to_string(case.join("cmd.txt")).unwrap();
+    let subjects: Vec<&str> = cmd.split_whitespace().skip_while(|a| *a != "-s").collect();
+    let mut args = vec![
+        "verify",
+        "-p",
+        "policy-signed.json",
+        "-k",
+        "policy-pubkey.pem",
+        "--attestations-dir",
+        "attestations",
+    ];
+    args.extend(subjects);
+    let run = attestgate(&case, &args);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        run.stdout
+            .contains("step package: passed (attestations/package.json)"),
+        "{}",
+        run.stdout
+    );
+}

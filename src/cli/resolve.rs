@@ -12,7 +12,7 @@ use crate::crypto::PublicKey;
 use crate::evidence::{ArchivistaConfig, ArchivistaSource, FileSource, Sources};
 use crate::image::binding::Binding;
 use crate::image::{
-    CredentialProviders, Credentials, DockerConfig, ImageReference, Keyring, Registry,
+    CredentialProviders, Credentials, DockerConfig, ImageReference, Keyring, Mirrors, Registry,
     RegistryConfig, RegistryCredentials,
 };
 use crate::policy::{PolicyOptions, PolicyTrust, SignedPolicy};
@@ -83,6 +83,13 @@ pub struct ResolveArgs {
     /// An evidence envelope (repeatable, or comma-separated).
     #[arg(short = 'a', long = "attestations", value_delimiter = ',')]
     attestations: Vec<PathBuf>,
+    /// A folder of evidence envelopes (`*.json`, searched recursively; repeatable).
+    #[arg(long, value_name = "DIR")]
+    attestations_dir: Vec<PathBuf>,
+    /// A containerd-style registry configuration folder (`<dir>/<host>/hosts.toml`): mirrors
+    /// are tried first, in file order, then the registry itself.
+    #[arg(long, value_name = "DIR")]
+    mirrors_dir: Option<PathBuf>,
     /// Seconds the whole resolution (registry and evidence) may take.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -147,8 +154,13 @@ fn execute(args: &ResolveArgs) -> Result<Resolution, Failure> {
         }
     };
 
+    let mirrors = match &args.mirrors_dir {
+        Some(dir) => Some(Mirrors::from_dir(dir).map_err(|e| usage(crate::display_chain(&e)))?),
+        None => None,
+    };
     let mut config = RegistryConfig {
         insecure_hosts: args.insecure_registry.clone(),
+        mirrors,
         ..RegistryConfig::default()
     };
     for path in &args.registry_ca {
@@ -167,8 +179,11 @@ fn execute(args: &ResolveArgs) -> Result<Resolution, Failure> {
             None
         }
     };
-    let files =
+    let mut files =
         FileSource::from_paths(&args.attestations).map_err(|e| usage(crate::display_chain(&e)))?;
+    for dir in &args.attestations_dir {
+        files.merge(FileSource::from_directory(dir).map_err(|e| usage(crate::display_chain(&e)))?);
+    }
     let source = Sources::new(files, archivista(args)?);
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -29,6 +29,9 @@ pub struct VerifyArgs {
     /// An evidence envelope (repeatable, or comma-separated).
     #[arg(short = 'a', long = "attestations", value_delimiter = ',')]
     attestations: Vec<PathBuf>,
+    /// A folder of evidence envelopes (`*.json`, searched recursively; repeatable).
+    #[arg(long, value_name = "DIR")]
+    attestations_dir: Vec<PathBuf>,
     /// A subject digest, `alg:hex` or hex (repeatable, or comma-separated).
     #[arg(short = 's', long = "subjects", value_delimiter = ',')]
     subjects: Vec<String>,
@@ -180,8 +183,13 @@ fn execute(args: &VerifyArgs) -> Result<Verification, Failure> {
         }
     })?;
 
-    let files = FileSource::from_paths(&args.attestations)
+    let mut files = FileSource::from_paths(&args.attestations)
         .map_err(|e| Failure::Usage(crate::display_chain(&e)))?;
+    for dir in &args.attestations_dir {
+        let found = FileSource::from_directory(dir)
+            .map_err(|e| Failure::Usage(crate::display_chain(&e)))?;
+        files.merge(found);
+    }
     let source = Sources::new(files, archivista(args)?);
 
     let ignored: Vec<Rejected> = source

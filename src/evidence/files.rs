@@ -128,6 +128,12 @@ impl FileSource {
         Ok(source)
     }
 
+    /// Takes in every envelope (and every ignored file) of `other`.
+    pub fn merge(&mut self, other: FileSource) {
+        self.files.extend(other.files);
+        self.ignored.extend(other.ignored);
+    }
+
     /// Adds one envelope held in memory, under the name `path`.
     ///
     /// # Errors
