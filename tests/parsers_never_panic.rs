@@ -64,6 +64,37 @@ proptest! {
     }
 
     #[test]
+    fn image_references_never_panic(text in "\\PC{0,80}", tail in "[a-z0-9:/@._-]{0,80}") {
+        let _ = attestgate::image::ImageReference::parse(&text);
+        if let Ok(r) = attestgate::image::ImageReference::parse(&format!("127.0.0.1:5000/{tail}")) {
+            let _ = r.to_string();
+        }
+        let _ = attestgate::image::Digest::parse(&format!("sha256:{tail}"));
+    }
+
+    #[test]
+    fn registry_credential_files_never_panic(at in 0usize..200, len in 0usize..8,
+                                             insert in proptest::collection::vec(any::<u8>(), 0..8)) {
+        let docker = r#"{"auths":{"127.0.0.1:5000":{"auth":"dXNlcjpwYXNz"},"*.example.com/team":{"username":"u","password":"p"},"https://index.docker.io/v1/":{"identitytoken":"t"}}}"#;
+        if let Ok(config) = attestgate::image::DockerConfig::from_json(&mutate(docker, at, len, &insert)) {
+            if let Ok(image) = attestgate::image::ImageReference::parse("127.0.0.1:5000/team/app:v1") {
+                let _ = config.lookup(&image);
+            }
+        }
+        let providers = "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: plugin\n    matchImages: [\"*.example.com\", \"127.0.0.1:5000\"]\n    defaultCacheDuration: 10m\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n";
+        let text = String::from_utf8_lossy(&mutate(providers, at, len, &insert)).into_owned();
+        let _ = attestgate::image::CredentialProviders::from_config(&text, "/nonexistent-bin-dir");
+    }
+
+    #[test]
+    fn workflows_never_panic(at in 0usize..300, len in 0usize..8,
+                             insert in proptest::collection::vec(any::<u8>(), 0..8)) {
+        let workflow = "jobs:\n  build:\n    steps:\n      - uses: aflock-ai/cilock-action@v1\n        with:\n          step: build\n          attestations: git github\n";
+        let text = String::from_utf8_lossy(&mutate(workflow, at, len, &insert)).into_owned();
+        let _ = attestgate::policy::lint::Workflow::from_yaml(&text);
+    }
+
+    #[test]
     fn public_key_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = attestgate::crypto::PublicKey::from_der(&bytes);
         let mut pem = b"-----BEGIN PUBLIC KEY-----\n".to_vec();
