@@ -284,26 +284,8 @@ impl Archivista {
         if !require_peer(&bin, "archivista") {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(root().join("tests/peers/start-archivista.sh"))
-            .arg(dir.path())
-            .arg("0")
-            .env("ATTESTGATE_PEERS", peers_dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "archivista did not start:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = std::fs::read_to_string(dir.path().join("archivista.env")).unwrap();
-        let url = env
-            .lines()
-            .find_map(|l| l.strip_prefix("ARCHIVISTA_URL="))
-            .unwrap()
-            .trim_matches(['"', '\''])
-            .to_string();
+        let (dir, facts) = start_peer("start-archivista.sh", &["0"], "archivista.env");
+        let url = fact(&facts, "ARCHIVISTA_URL");
         Some(Self { dir, url })
     }
 
@@ -363,25 +345,8 @@ impl PlainRegistry {
                 return None;
             }
         }
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(root().join("tests/peers/start-registry.sh"))
-            .arg(dir.path())
-            .arg("0")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "registry did not start:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = std::fs::read_to_string(dir.path().join("registry.env")).unwrap();
-        let host = env
-            .lines()
-            .find_map(|l| l.strip_prefix("REGISTRY="))
-            .unwrap()
-            .trim_matches(['"', '\''])
-            .to_string();
+        let (dir, facts) = start_peer("start-registry.sh", &["0"], "registry.env");
+        let host = fact(&facts, "REGISTRY");
         Some(Self { dir, host })
     }
 
@@ -456,30 +421,15 @@ impl HtpasswdRegistry {
                 return None;
             }
         }
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(root().join("tests/peers/start-registry.sh"))
-            .arg(dir.path())
-            .args(["0", "--auth", "htpasswd"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "registry did not start:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (dir, facts) = start_peer(
+            "start-registry.sh",
+            &["0", "--auth", "htpasswd"],
+            "registry.env",
         );
-        let env = std::fs::read_to_string(dir.path().join("registry.env")).unwrap();
-        let fact = |key: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .unwrap_or_else(|| panic!("registry.env has no {key}"))
-                .trim_matches(['"', '\''])
-                .to_string()
-        };
         let (host, user, password) = (
-            fact("REGISTRY"),
-            fact("REGISTRY_USER"),
-            fact("REGISTRY_PASSWORD"),
+            fact(&facts, "REGISTRY"),
+            fact(&facts, "REGISTRY_USER"),
+            fact(&facts, "REGISTRY_PASSWORD"),
         );
         Some(Self {
             registry: PlainRegistry { dir, host },
@@ -520,4 +470,48 @@ impl HtpasswdRegistry {
         }}})
         .to_string()
     }
+}
+
+/// Runs a `tests/peers/start-*.sh` script on a fresh directory and returns the directory with
+/// the `KEY=value` facts of the env file the script wrote there. A script that fails fails the
+/// test with its output.
+pub fn start_peer(
+    script: &str,
+    args: &[&str],
+    env_file: &str,
+) -> (tempfile::TempDir, Vec<(String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(root().join("tests/peers").join(script))
+        .arg(dir.path())
+        .args(args)
+        .env("ATTESTGATE_PEERS", peers_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = std::fs::read_to_string(dir.path().join(env_file)).unwrap();
+    let facts = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                v.trim().trim_matches(['"', '\'']).to_string(),
+            )
+        })
+        .collect();
+    (dir, facts)
+}
+
+/// The value of `key` among the facts `start_peer` read.
+pub fn fact(facts: &[(String, String)], key: &str) -> String {
+    facts
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("the peer's env file has no {key}"))
 }
