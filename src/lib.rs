@@ -6,6 +6,7 @@
 //! [`crypto`]), image references and their resolution at the registry ([`image`]), the evidence
 //! sources ([`evidence`]) and the command line ([`cli`]).
 
+pub mod admission;
 pub mod cli;
 pub mod crypto;
 pub mod dsse;
