@@ -17,6 +17,7 @@ pub mod intoto;
 mod json_shape;
 pub mod policy;
 pub mod resolve;
+pub mod server;
 
 /// An error and its causes on one line, `outer: inner: root`, for logs and messages.
 ///
