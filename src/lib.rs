@@ -8,16 +8,20 @@
 
 pub mod admission;
 pub mod cli;
+pub mod config;
 pub mod crypto;
+pub mod decision;
 pub mod dsse;
 pub mod encoding;
 pub mod evidence;
+mod file;
 pub mod image;
 pub mod intoto;
 mod json_shape;
 pub mod policy;
 pub mod resolve;
 pub mod server;
+pub mod webhook;
 
 /// An error and its causes on one line, `outer: inner: root`, for logs and messages.
 ///

@@ -12,6 +12,6 @@ fn main() -> ExitCode {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
     let cli = attestgate::cli::Cli::parse();
-    attestgate::cli::init_tracing(cli.verbose);
+    attestgate::cli::init_tracing(&cli);
     attestgate::cli::run(cli)
 }

@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use time::OffsetDateTime;
+
+use crate::crypto::VerifiedSigner;
 use crate::dsse::DecodedEnvelope;
 use crate::evidence::{Candidate, EvidenceRef, EvidenceSource, SourceError, StepQuery};
 use crate::image::binding::{self, Binding, BindingError};
@@ -81,6 +84,12 @@ pub struct Verdict {
     pub bound: bool,
     /// Why not, when either is false.
     pub reason: Option<String>,
+    /// Key ids of the functionaries that signed passing evidence.
+    pub signers: Vec<String>,
+    /// Until when the verdict holds (the policy's expiry, a certificate checked at the
+    /// verification time); `None` without a bound.
+    #[serde(skip)]
+    pub valid_until: Option<OffsetDateTime>,
 }
 
 impl Resolution {
@@ -144,25 +153,59 @@ pub async fn resolve(
         .resolve(image, credentials, deadline)
         .await
         .map_err(ResolveError::Registry)?;
+    let mut resolution = describe(image, &resolved, binding)?;
+    if let Some(policy) = policy {
+        judge(
+            &mut resolution,
+            &resolved,
+            binding,
+            policy,
+            source,
+            deadline,
+        )
+        .await?;
+    }
+    Ok(resolution)
+}
+
+/// The resolution of an image already resolved at its registry, without a verdict.
+///
+/// # Errors
+/// [`ResolveError::Commit`] when commit binding finds no usable commit.
+pub fn describe(
+    image: &ImageReference,
+    resolved: &ResolvedImage,
+    binding: &Binding,
+) -> Result<Resolution, ResolveError> {
     let (commit, label) = match resolved.source_info() {
         Ok(info) => (info.commit, info.source),
         Err(_) => (None, None),
     };
-    let subjects = seeds(binding, &resolved)?;
-    let mut resolution = Resolution {
+    Ok(Resolution {
         reference: image.to_string(),
         digest: resolved.digest.to_string(),
-        identities: identities(&resolved),
+        identities: identities(resolved),
         commit,
         source: label,
-        subjects,
+        subjects: seeds(binding, resolved)?,
         evidence: Vec::new(),
         verdict: None,
-    };
-    let Some(policy) = policy else {
-        return Ok(resolution);
-    };
+    })
+}
 
+/// Verifies the evidence `source` holds for the resolution's subjects against `policy`, checks
+/// the binding when it passed, and fills in the evidence and the verdict.
+///
+/// # Errors
+/// The source failed, or the deadline passed.
+pub async fn judge(
+    resolution: &mut Resolution,
+    resolved: &ResolvedImage,
+    binding: &Binding,
+    policy: &SignedPolicy,
+    source: &(impl EvidenceSource + Sync),
+    deadline: Instant,
+) -> Result<(), ResolveError> {
     let recording = Recording {
         inner: source,
         seen: Mutex::default(),
@@ -184,8 +227,42 @@ pub async fn resolve(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     resolution.evidence = evidence(&verification, &bytes);
-    resolution.verdict = Some(verdict(binding, &resolved, &verification));
-    Ok(resolution)
+    let mut verdict = verdict(binding, resolved, &verification);
+    verdict.valid_until = valid_until(policy, &verification);
+    verdict.signers = signers(&verification);
+    resolution.verdict = Some(verdict);
+    Ok(())
+}
+
+/// Until when the verdict holds: the policy's expiry, and the `notAfter` of every certificate
+/// that was checked at the verification time (one checked at a trusted timestamp stays valid).
+fn valid_until(policy: &SignedPolicy, verification: &Verification) -> Option<OffsetDateTime> {
+    let certificates = verification
+        .steps
+        .iter()
+        .flat_map(|s| &s.passed_collections)
+        .flat_map(|c| &c.functionaries)
+        .filter_map(|signer| match signer {
+            VerifiedSigner::Certificate {
+                timestamp_authority: None,
+                valid_until,
+                ..
+            } => Some(*valid_until),
+            _ => None,
+        });
+    policy.policy.expires.into_iter().chain(certificates).min()
+}
+
+/// The key ids of the functionaries that signed passing evidence.
+fn signers(verification: &Verification) -> Vec<String> {
+    let keyids: BTreeSet<String> = verification
+        .steps
+        .iter()
+        .flat_map(|s| &s.passed_collections)
+        .flat_map(|c| &c.functionaries)
+        .map(|signer| signer.keyid().0.clone())
+        .collect();
+    keyids.into_iter().collect()
 }
 
 /// The digest values to search with: every identity's hex, or the commit.
@@ -224,6 +301,8 @@ fn verdict(binding: &Binding, image: &ResolvedImage, verification: &Verification
             passed: false,
             bound: false,
             reason: Some(policy_failure(verification)),
+            signers: Vec::new(),
+            valid_until: None,
         };
     }
     match binding::check(binding, image, verification) {
@@ -231,11 +310,15 @@ fn verdict(binding: &Binding, image: &ResolvedImage, verification: &Verification
             passed: true,
             bound: true,
             reason: None,
+            signers: Vec::new(),
+            valid_until: None,
         },
         Err(e) => Verdict {
             passed: true,
             bound: false,
             reason: Some(format!("not bound: {}", crate::display_chain(&e))),
+            signers: Vec::new(),
+            valid_until: None,
         },
     }
 }

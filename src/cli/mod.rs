@@ -3,6 +3,8 @@
 
 mod policy_check;
 mod resolve;
+mod review;
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -41,6 +43,11 @@ pub enum Command {
     /// Resolve an image as the webhook will: digest, identities, commit, subjects, evidence and,
     /// with a policy, whether it passed and is bound to the image.
     Resolve(resolve::ResolveArgs),
+    /// Serve the admission webhook over HTTPS (one path per mode: /validate/enforce,
+    /// /validate/warn, /validate/audit; health and metrics on a plain-HTTP port).
+    Serve(serve::ServeArgs),
+    /// Judge one AdmissionReview through the webhook's code and print the answer.
+    Review(review::ReviewArgs),
 }
 
 /// `attestgate policy ...`.
@@ -65,20 +72,51 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Policy(PolicyCommand::Check(args)) => policy_check::run(args),
         Command::Resolve(args) => resolve::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Review(args) => review::run(args),
     };
     ExitCode::from(code)
 }
 
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl Cli {
+    /// The server logs at info in JSON by default; the other commands log warnings as text.
+    fn log_defaults(&self) -> (&'static str, LogFormat) {
+        let level = |base: &'static str| match self.verbose {
+            0 => base,
+            1 => "debug",
+            _ => "trace",
+        };
+        match &self.command {
+            Command::Serve(args) => (level("info"), args.log_format),
+            _ => (level("warn"), LogFormat::Text),
+        }
+    }
+}
+
 /// Sends logs to stderr; `RUST_LOG` overrides the level chosen by `-v`.
-pub fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "debug",
-        _ => "trace",
-    };
+pub fn init_tracing(cli: &Cli) {
+    let (default, format) = cli.log_defaults();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal as _;
+    if format == LogFormat::Json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
@@ -91,33 +129,7 @@ pub(crate) const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
 /// Cap on a key, certificate or workflow file.
 pub(crate) const MAX_SMALL_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Reads a regular file of at most `limit` bytes. Devices, FIFOs and directories are refused
-/// before anything is read, and a file that grows past the limit while being read is refused
-/// without being read whole.
-pub(crate) fn read_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let meta = std::fs::metadata(path).map_err(cannot)?;
-    if !meta.is_file() {
-        return Err(format!(
-            "cannot read {}: not a regular file",
-            path.display()
-        ));
-    }
-    if meta.len() > limit {
-        return Err(format!("{} is larger than {limit} bytes", path.display()));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(cannot)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("{} is larger than {limit} bytes", path.display()));
-    }
-    Ok(bytes)
-}
+pub(crate) use crate::file::read_file;
 
 /// Replaces control characters (including ESC) in text that came from evidence or policies, so
 /// a crafted message cannot forge lines or terminal effects in a report.

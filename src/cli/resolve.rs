@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+mod with_config;
+
 use super::{printable, Output, EXIT_FAILED, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::crypto::PublicKey;
 use crate::evidence::{ArchivistaConfig, ArchivistaSource, FileSource, Sources};
 use crate::image::binding::Binding;
 use crate::image::{
-    CredentialProviders, Credentials, DockerConfig, ImageReference, Keyring, Mirrors, Registry,
-    RegistryConfig, RegistryCredentials,
+    CredentialProviders, DockerConfig, ImageReference, Keyring, Mirrors, Registry, RegistryConfig,
+    RegistryCredentials,
 };
 use crate::policy::{PolicyOptions, PolicyTrust, SignedPolicy};
 use crate::resolve::{resolve, Resolution};
@@ -33,15 +35,20 @@ pub(super) enum BindingMode {
 pub struct ResolveArgs {
     /// The image reference, e.g. 127.0.0.1:5000/team/app:v1 or ...@sha256:<hex>.
     image: String,
+    /// The webhook's config file: the image is resolved and judged exactly as the webhook
+    /// would, under every policy that covers it, with the config's registry settings and
+    /// evidence sources (replaces the policy, registry and evidence flags).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// A signed policy (DSSE envelope) to verify the image's evidence against (needs -k).
     #[arg(short = 'p', long = "policy")]
     policy: Option<PathBuf>,
     /// Public key that signs the policy (repeatable).
     #[arg(short = 'k', long = "publickey")]
     publickey: Vec<PathBuf>,
-    /// How evidence is tied to the image.
-    #[arg(long, value_enum, default_value_t = BindingMode::Digest)]
-    binding: BindingMode,
+    /// How evidence is tied to the image (default: digest).
+    #[arg(long, value_enum)]
+    binding: Option<BindingMode>,
     /// The repository the image must be built from (commit binding): the image's
     /// org.opencontainers.image.source label and the passing evidence must both name it.
     #[arg(long, value_name = "URL")]
@@ -100,6 +107,9 @@ pub struct ResolveArgs {
 
 /// Runs the command and returns its exit code.
 pub(super) fn run(args: ResolveArgs) -> u8 {
+    if let Some(config) = &args.config {
+        return with_config::run(&args, config);
+    }
     match execute(&args) {
         Ok(resolution) => {
             print(&resolution, args.output);
@@ -129,7 +139,7 @@ fn usage(message: impl Into<String>) -> Failure {
 fn execute(args: &ResolveArgs) -> Result<Resolution, Failure> {
     let image = ImageReference::parse(&args.image)
         .map_err(|e| usage(format!("{}: {}", args.image, crate::display_chain(&e))))?;
-    let binding = match args.binding {
+    let binding = match args.binding.unwrap_or(BindingMode::Digest) {
         BindingMode::Digest => {
             if args.expected_source.is_some() || args.trust_registry_push_rights {
                 return Err(usage(
@@ -201,7 +211,7 @@ fn execute(args: &ResolveArgs) -> Result<Resolution, Failure> {
                 )
             })?
             .map_err(|e| (EXIT_UNREACHABLE, crate::display_chain(&e)))?;
-        let credentials = registry_credentials(found)?;
+        let credentials = RegistryCredentials::from_found(found);
         resolve(
             &image,
             &registry,
@@ -300,28 +310,11 @@ fn providers(args: &ResolveArgs) -> Result<Option<CredentialProviders>, Failure>
     }
 }
 
-/// What the registry client sends for the credentials found (none: anonymous).
-fn registry_credentials(found: Option<Credentials>) -> Result<RegistryCredentials, Failure> {
-    Ok(match found {
-        None => RegistryCredentials::Anonymous,
-        Some(Credentials::Basic { username, password }) => {
-            RegistryCredentials::Basic { username, password }
-        }
-        Some(Credentials::Bearer(token)) => RegistryCredentials::Bearer { token },
-        Some(Credentials::IdentityToken(_)) => {
-            return Err(usage(
-                "the registry credentials found for this image are an identity token: identity \
-                 tokens are not supported yet",
-            ))
-        }
-    })
-}
-
 fn read(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
     super::read_file(path, super::MAX_SMALL_FILE_BYTES).map_err(usage)
 }
 
-fn print(resolution: &Resolution, output: Output) {
+pub(super) fn print(resolution: &Resolution, output: Output) {
     if output == Output::Json {
         match serde_json::to_string_pretty(resolution) {
             Ok(json) => println!("{json}"),
@@ -382,42 +375,5 @@ fn print(resolution: &Resolution, output: Output) {
                 format!(" ({})", printable(&item.reasons.join("; ")))
             }
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_map_to_what_the_registry_client_sends() {
-        assert_eq!(
-            registry_credentials(None).unwrap(),
-            RegistryCredentials::Anonymous
-        );
-        assert_eq!(
-            registry_credentials(Some(Credentials::Basic {
-                username: "u".into(),
-                password: "p".into(),
-            }))
-            .unwrap(),
-            RegistryCredentials::Basic {
-                username: "u".into(),
-                password: "p".into(),
-            }
-        );
-        assert_eq!(
-            registry_credentials(Some(Credentials::Bearer("t".into()))).unwrap(),
-            RegistryCredentials::Bearer { token: "t".into() }
-        );
-        let (code, message) =
-            registry_credentials(Some(Credentials::IdentityToken("secret-refresh".into())))
-                .unwrap_err();
-        assert_eq!(code, EXIT_USAGE);
-        assert!(
-            message.contains("identity tokens are not supported yet"),
-            "{message}"
-        );
-        assert!(!message.contains("secret-refresh"), "{message}");
     }
 }

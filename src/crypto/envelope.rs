@@ -106,6 +106,10 @@ pub enum VerifiedSigner {
         timestamp_authority: Option<String>,
         /// Ids of the trusted roots the leaf chains to at `trusted_time`.
         roots: Vec<String>,
+        /// The leaf's `notAfter`: a result that relied on a chain checked at the verification
+        /// time (no timestamp authority) holds only until then.
+        #[serde(serialize_with = "serialize_time")]
+        valid_until: OffsetDateTime,
     },
 }
 
@@ -269,6 +273,7 @@ fn verify_certificate_signer(
             trusted_time: time,
             timestamp_authority: authority,
             roots,
+            valid_until: leaf.not_after(),
         });
     }
     if signers.is_empty() {
@@ -375,6 +380,7 @@ mod tests {
             trusted_time,
             timestamp_authority,
             roots,
+            ..
         }] = check.verified.as_slice()
         else {
             panic!("one certificate signer expected: {:?}", check.verified);

@@ -19,7 +19,7 @@ pub use registry::{
     Registry, RegistryConfig, RegistryCredentials, RegistryError,
     DEFAULT_MAX_CONCURRENT_PER_REGISTRY, DEFAULT_MAX_CONFIG_BYTES, DEFAULT_MAX_INDEX_ENTRIES,
     DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_NESTING, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_RETRY_BACKOFF,
+    DEFAULT_RETRY_BACKOFF, IDENTITY_TOKEN_USERNAME,
 };
 pub use resolved::{IdentityKind, ImageIdentity, NestedIndex, PlatformImage, ResolvedImage};
 pub use revision::{Place, RevisionError, SourceInfo, REVISION_KEY, SOURCE_KEY};

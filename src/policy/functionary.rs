@@ -230,6 +230,7 @@ mod tests {
             trusted_time: time::OffsetDateTime::UNIX_EPOCH,
             timestamp_authority: None,
             roots: strings(&["acme"]),
+            valid_until: time::OffsetDateTime::UNIX_EPOCH,
         }
     }
 

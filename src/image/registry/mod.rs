@@ -192,7 +192,29 @@ impl fmt::Debug for RegistryCredentials {
     }
 }
 
+/// The user name under which registries that issue OAuth2 refresh tokens (docker's
+/// `identitytoken`, e.g. Azure Container Registry) accept one as the password at their token
+/// realm; `docker login` stores such tokens under it.
+pub const IDENTITY_TOKEN_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
+
 impl RegistryCredentials {
+    /// What to send for credentials found in a docker config or by a credential provider
+    /// (`None`: anonymous). An identity token is sent as the password of
+    /// [`IDENTITY_TOKEN_USERNAME`] to the token realm, never to the registry itself; a
+    /// registry that only takes the OAuth2 `refresh_token` grant refuses it with a 401.
+    pub fn from_found(found: Option<crate::image::Credentials>) -> Self {
+        use crate::image::Credentials;
+        match found {
+            None => Self::Anonymous,
+            Some(Credentials::Basic { username, password }) => Self::Basic { username, password },
+            Some(Credentials::Bearer(token)) => Self::Bearer { token },
+            Some(Credentials::IdentityToken(token)) => Self::Basic {
+                username: IDENTITY_TOKEN_USERNAME.to_string(),
+                password: token,
+            },
+        }
+    }
+
     fn to_oci(&self) -> RegistryAuth {
         match self {
             Self::Anonymous => RegistryAuth::Anonymous,

@@ -1,0 +1,228 @@
+//! One AdmissionReview, from body to answer: the path shared by the server and
+//! `attestgate review`.
+
+use tokio::time::Instant;
+
+use crate::admission::{
+    decision, images_to_judge, respond, respond_skip, DecisionRecord, ImageUse, ImageVerdict,
+    Judgement, Mode, Outcome, Review,
+};
+use crate::decision::{CacheUse, Decider, ImageDecision, Outcome as Decided};
+use crate::server::{Metrics, Reply};
+
+/// Judges one AdmissionReview `body` arriving on `mode`'s path with `decider` (none: no config
+/// has loaded, and every image is a verification error naming `problem`).
+pub async fn judge_review(
+    decider: Option<&Decider>,
+    problem: Option<&str>,
+    mode: Mode,
+    body: &[u8],
+    metrics: &Metrics,
+) -> Reply {
+    let started = Instant::now();
+    let review = match Review::parse(body) {
+        Ok(review) => review,
+        Err(e) => {
+            metrics.review(mode, "bad_request", started.elapsed().as_secs_f64());
+            tracing::info!(mode = %mode, error = %e, "refused a body that is not an admission review");
+            return Reply::BadRequest(e.to_string());
+        }
+    };
+    let uses = match images_to_judge(&review) {
+        Judgement::Skip(reason) => {
+            metrics.review(mode, "skipped", started.elapsed().as_secs_f64());
+            tracing::debug!(uid = %review.uid, reason = %reason, "skipped");
+            return encode(&respond_skip(&review, &reason));
+        }
+        Judgement::Malformed(message) => vec![(
+            ImageUse {
+                image: "(pod spec)".into(),
+                locations: Vec::new(),
+                template: false,
+            },
+            Err(message),
+        )],
+        Judgement::Judge(uses) => uses.into_iter().map(|u| (u, Ok(()))).collect(),
+    };
+
+    let verdicts = match decider {
+        None => {
+            let why = format!(
+                "attestgate has no loaded config: {}",
+                problem.unwrap_or("not loaded yet")
+            );
+            uses.into_iter()
+                .map(|(u, _)| error_verdict(&u, mode, &why))
+                .collect()
+        }
+        Some(decider) => judge_images(decider, mode, uses, started).await,
+    };
+    for v in &verdicts {
+        metrics.image_decision(
+            v.record.mode,
+            outcome_label(&v.outcome),
+            if v.record.cached { "hit" } else { "miss" },
+        );
+    }
+    if let Some(decider) = decider {
+        metrics.background_verifications(
+            i64::try_from(decider.background_verifications()).unwrap_or(i64::MAX),
+        );
+    }
+    let overall = decision(&verdicts);
+    let elapsed = started.elapsed();
+    metrics.review(mode, overall.as_str(), elapsed.as_secs_f64());
+    let summary: Vec<String> = verdicts
+        .iter()
+        .map(|v| {
+            format!(
+                "{}={}{}",
+                v.image,
+                outcome_label(&v.outcome),
+                v.record
+                    .digest
+                    .as_deref()
+                    .map(|d| format!("@{d}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    tracing::info!(
+        uid = %review.uid,
+        namespace = review.namespace.as_deref().unwrap_or(""),
+        kind = %review.kind.kind,
+        name = review.name.as_deref().unwrap_or(""),
+        operation = review.operation.as_str(),
+        dry_run = review.dry_run,
+        mode = %mode,
+        decision = overall.as_str(),
+        duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        images = %summary.join(" "),
+        "admission decision"
+    );
+    for v in &verdicts {
+        if let Outcome::Violation(reason) | Outcome::Error(reason) = &v.outcome {
+            tracing::info!(
+                uid = %review.uid,
+                image = %v.image,
+                outcome = outcome_label(&v.outcome),
+                mode = %v.record.mode,
+                reason = %reason,
+                policies = %v.record.policies.join(","),
+                "image failed"
+            );
+        }
+    }
+    encode(&respond(&review, &verdicts))
+}
+
+/// Decides each unique image once, concurrently, under one deadline.
+async fn judge_images(
+    decider: &Decider,
+    mode: Mode,
+    uses: Vec<(ImageUse, Result<(), String>)>,
+    started: Instant,
+) -> Vec<ImageVerdict> {
+    let config = decider.config();
+    let path_mode = mode.max(config.minimum_mode);
+    let effective = |u: &ImageUse| {
+        if config.pods_only && u.template {
+            path_mode.min(Mode::Warn)
+        } else {
+            path_mode
+        }
+    };
+    let images = uses.iter().filter(|(_, ok)| ok.is_ok()).count();
+    if images > config.max_images_per_request {
+        let why = format!(
+            "{images} images exceed maxImagesPerRequest ({})",
+            config.max_images_per_request
+        );
+        return vec![violation_verdict(
+            &ImageUse {
+                image: "(request)".into(),
+                locations: Vec::new(),
+                template: false,
+            },
+            path_mode,
+            &why,
+        )];
+    }
+    let deadline = started + config.deadline;
+    // `images_to_judge` lists each image string once, so each is decided once; the decider
+    // also shares one verification among concurrent requests for the same image.
+    let decided = futures_util::future::join_all(uses.iter().map(|(u, malformed)| async move {
+        match malformed {
+            Err(message) => violation_verdict(u, effective(u), message),
+            Ok(()) => verdict(u, effective(u), decider.decide(&u.image, deadline).await),
+        }
+    }))
+    .await;
+    decided
+}
+
+fn verdict(u: &ImageUse, mode: Mode, d: ImageDecision) -> ImageVerdict {
+    if let Some(detail) = &d.detail {
+        tracing::info!(image = %u.image, detail = %detail, "verification failed");
+    }
+    ImageVerdict {
+        image: u.image.clone(),
+        outcome: match d.outcome {
+            Decided::Admitted => Outcome::Admitted,
+            Decided::Excepted(exception) => Outcome::Excepted { exception },
+            Decided::Violation(reason) => Outcome::Violation(reason),
+            Decided::Error(reason) => Outcome::Error(reason),
+        },
+        record: DecisionRecord {
+            digest: d.digest,
+            policies: d.policies,
+            evidence: d.evidence,
+            binding: d.binding,
+            cached: matches!(d.cache, CacheUse::Hit | CacheUse::Stale),
+            mode,
+        },
+    }
+}
+
+fn empty_record(mode: Mode) -> DecisionRecord {
+    DecisionRecord {
+        digest: None,
+        policies: Vec::new(),
+        evidence: Vec::new(),
+        binding: None,
+        cached: false,
+        mode,
+    }
+}
+
+fn error_verdict(u: &ImageUse, mode: Mode, why: &str) -> ImageVerdict {
+    ImageVerdict {
+        image: u.image.clone(),
+        outcome: Outcome::Error(why.to_string()),
+        record: empty_record(mode),
+    }
+}
+
+fn violation_verdict(u: &ImageUse, mode: Mode, why: &str) -> ImageVerdict {
+    ImageVerdict {
+        image: u.image.clone(),
+        outcome: Outcome::Violation(why.to_string()),
+        record: empty_record(mode),
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Admitted => "admitted",
+        Outcome::Excepted { .. } => "excepted",
+        Outcome::Violation(_) => "violation",
+        Outcome::Error(_) => "error",
+    }
+}
+
+fn encode(value: &serde_json::Value) -> Reply {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => Reply::Review(bytes),
+        Err(e) => Reply::BadRequest(format!("cannot encode the answer: {e}")),
+    }
+}
