@@ -109,6 +109,9 @@ pub struct ImageDecision {
     /// outcome's text (shown to users) leaves out.
     #[serde(skip)]
     pub detail: Option<String>,
+    /// For metrics: which upstream failed (`registry`, `credentials`, `evidence`), on errors.
+    #[serde(skip)]
+    pub upstream: Option<&'static str>,
 }
 
 impl ImageDecision {
@@ -122,12 +125,14 @@ impl ImageDecision {
             binding: None,
             cache: CacheUse::None,
             detail: None,
+            upstream: None,
         }
     }
 
     fn failed(image: &str, failure: Failure) -> Self {
         let mut decision = Self::new(image, failure.outcome);
         decision.detail = Some(failure.detail);
+        decision.upstream = failure.upstream;
         decision
     }
 }
@@ -137,6 +142,7 @@ impl ImageDecision {
 struct Failure {
     outcome: Outcome,
     detail: String,
+    upstream: Option<&'static str>,
 }
 
 /// A verification that could not finish: the text users see, and the cause for the logs.
@@ -251,9 +257,14 @@ impl Decider {
                 && matches!(&e.target, ExceptionTarget::Image(p) if p.matches(&reference))
         });
         let policies = config.policies_for(&reference);
+        // The registry is asked whenever the answer could depend on the image's digests: a
+        // policy, a digest exception, or a denylist that must override an admit (an exception
+        // or `noMatch: allow`).
+        let denylist_by_content =
+            !(config.denylist.digests.is_empty() && config.denylist.commits.is_empty());
+        let would_admit = by_name.is_some() || config.no_match == NoMatch::Allow;
         let needs_registry = !policies.is_empty()
-            || (by_name.is_some()
-                && !(config.denylist.digests.is_empty() && config.denylist.commits.is_empty()))
+            || (denylist_by_content && would_admit)
             || config
                 .exceptions
                 .iter()
@@ -346,6 +357,7 @@ impl Decider {
                         entry.name, error.public
                     )));
                     decision.detail = Some(format!("policy {}: {}", entry.name, error.detail));
+                    decision.upstream = Some("evidence");
                 }
                 Ok((judged, used)) => {
                     uses.push(used);
@@ -397,6 +409,7 @@ impl Decider {
                     "the registry credential providers did not answer in time".into(),
                 ),
                 detail: "credential provider timeout".into(),
+                upstream: Some("credentials"),
             })?
             .map_err(|e| Failure {
                 outcome: Outcome::Error(
@@ -404,6 +417,7 @@ impl Decider {
                         .into(),
                 ),
                 detail: crate::display_chain(&e),
+                upstream: Some("credentials"),
             })?;
         config
             .registry
@@ -413,8 +427,10 @@ impl Decider {
                 // The top-level message names the image's registry; its causes may name
                 // mirrors and internal endpoints, so they go to the logs only.
                 let public = e.to_string();
+                let about_the_image = is_about_the_image(&e);
                 Failure {
-                    outcome: if is_about_the_image(&e) {
+                    upstream: (!about_the_image).then_some("registry"),
+                    outcome: if about_the_image {
                         Outcome::Violation(public)
                     } else {
                         Outcome::Error(public)

@@ -55,7 +55,7 @@ pub async fn judge_review(
                 .map(|(u, _)| error_verdict(&u, mode, &why))
                 .collect()
         }
-        Some(decider) => judge_images(decider, mode, uses, started).await,
+        Some(decider) => judge_images(decider, metrics, mode, uses, started).await,
     };
     for v in &verdicts {
         metrics.image_decision(
@@ -119,6 +119,7 @@ pub async fn judge_review(
 /// Decides each unique image once, concurrently, under one deadline.
 async fn judge_images(
     decider: &Decider,
+    metrics: &Metrics,
     mode: Mode,
     uses: Vec<(ImageUse, Result<(), String>)>,
     started: Instant,
@@ -154,16 +155,24 @@ async fn judge_images(
     let decided = futures_util::future::join_all(uses.iter().map(|(u, malformed)| async move {
         match malformed {
             Err(message) => violation_verdict(u, effective(u), message),
-            Ok(()) => verdict(u, effective(u), decider.decide(&u.image, deadline).await),
+            Ok(()) => verdict(
+                u,
+                effective(u),
+                decider.decide(&u.image, deadline).await,
+                metrics,
+            ),
         }
     }))
     .await;
     decided
 }
 
-fn verdict(u: &ImageUse, mode: Mode, d: ImageDecision) -> ImageVerdict {
+fn verdict(u: &ImageUse, mode: Mode, d: ImageDecision, metrics: &Metrics) -> ImageVerdict {
     if let Some(detail) = &d.detail {
         tracing::info!(image = %u.image, detail = %detail, "verification failed");
+    }
+    if let Some(upstream) = d.upstream {
+        metrics.upstream_error(upstream);
     }
     ImageVerdict {
         image: u.image.clone(),
