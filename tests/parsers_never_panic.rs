@@ -87,6 +87,28 @@ proptest! {
     }
 
     #[test]
+    fn containerd_hosts_files_never_panic(at in 0usize..300, len in 0usize..8,
+                                         insert in proptest::collection::vec(any::<u8>(), 0..8)) {
+        let hosts = "server = \"https://registry-1.docker.io\"\n\n[host.\"http://127.0.0.1:5000\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = [\"ca.pem\"]\n  override_path = false\n  [host.\"http://127.0.0.1:5000\".header]\n    x-tenant = [\"a\"]\n";
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("docker.io");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("hosts.toml"), mutate(hosts, at, len, &insert)).unwrap();
+        if let Ok(mirrors) = attestgate::image::Mirrors::from_dir(dir.path()) {
+            prop_assert!(!mirrors.endpoints("docker.io").is_empty());
+        }
+    }
+
+    #[test]
+    fn webhook_configs_never_panic(at in 0usize..600, len in 0usize..8,
+                                   insert in proptest::collection::vec(any::<u8>(), 0..8)) {
+        let config = "deadline: 8s\nwebhookTimeoutSeconds: 10\nnoMatch: deny\nminimumMode: warn\nexceptions:\n  - image: ghcr.io/acme/**\n    reason: r\n    owner: o\n    expires: 2030-01-01\n  - digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\n    reason: r\n    owner: o\n    expires: 2030-01-01T00:00:00Z\ndenylist:\n  digests: [sha256:1111111111111111111111111111111111111111111111111111111111111111]\n  commits: [0123456789012345678901234567890123456789]\n  keyids: [k]\nregistry:\n  insecure: [\"127.0.0.1:5000\"]\n  requestTimeout: 500ms\n  maxRetries: 2\ncache:\n  decisionsMaxBytes: 16Mi\n  decisionsTtl: 5m\n  staleIfError: 1h\nserver:\n  listen: 127.0.0.1:8443\n  healthListen: 127.0.0.1:8080\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let _ = attestgate::config::Config::from_bytes(&path, &mutate(config, at, len, &insert));
+    }
+
+    #[test]
     fn workflows_never_panic(at in 0usize..300, len in 0usize..8,
                              insert in proptest::collection::vec(any::<u8>(), 0..8)) {
         let workflow = "jobs:\n  build:\n    steps:\n      - uses: aflock-ai/cilock-action@v1\n        with:\n          step: build\n          attestations: git github\n";
