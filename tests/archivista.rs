@@ -10,9 +10,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 
-use common::{attestgate, Archivista, KeyKind, OpensslKey, INTOTO_TYPE, POLICY_TYPE};
+use common::{
+    attestgate, standin, Archivista, Counting, KeyKind, OpensslKey, INTOTO_TYPE, POLICY_TYPE,
+};
 use serde_json::json;
 
 const COMMIT: &str = "68ea7a55316c66a603a6838f05e4c130c2b4ff80";
@@ -241,37 +243,6 @@ fn an_unreachable_server_is_exit_code_3_and_flags_are_checked() {
     assert_eq!(run.code, 2, "{}", run.text());
 }
 
-/// A stand-in process, killed when dropped (also when a test fails).
-struct Standin(Child);
-
-impl Drop for Standin {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-/// Starts the stand-in in `mode` and returns it with its URL.
-fn standin(dir: &Path, mode: &str, gitoid: &str) -> (Standin, String) {
-    let portfile = dir.join(format!("{mode}.port"));
-    let child = Standin(
-        Command::new("python3")
-            .arg(common::root().join("tests/peers/archivista-standin.py"))
-            .args([portfile.to_str().unwrap(), mode, gitoid])
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..100 {
-        if let Ok(port) = std::fs::read_to_string(&portfile) {
-            if !port.is_empty() {
-                return (child, format!("http://127.0.0.1:{port}"));
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("stand-in did not start");
-}
-
 #[test]
 fn bad_answers_are_refused_with_their_reason() {
     let case = vector("d02-pass-ed25519-commit-seed");
@@ -343,64 +314,11 @@ fn oversized_downloads_are_refused_whether_announced_or_not() {
     }
 }
 
-/// The counting stand-in serving the d02 vector's real envelope, with a client to drive it.
-struct Counting {
-    _child: Standin,
-    url: String,
-    http: reqwest::Client,
+/// The counting stand-in serving the d02 vector's real envelope.
+fn counting(dir: &Path) -> Counting {
+    let envelope = vector("d02-pass-ed25519-commit-seed").join("attestations/compile.json");
+    Counting::start(dir, &envelope)
 }
-
-impl Counting {
-    fn start(dir: &Path) -> Self {
-        let envelope = vector("d02-pass-ed25519-commit-seed").join("attestations/compile.json");
-        let (child, url) = standin(dir, "counting", envelope.to_str().unwrap());
-        attestgate::install_crypto_provider();
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        Self {
-            _child: child,
-            url,
-            http,
-        }
-    }
-
-    /// (searches, downloads) the stand-in has answered.
-    async fn counts(&self) -> (u64, u64) {
-        let body = self
-            .http
-            .get(format!("{}/counts", self.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let counts: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        (
-            counts["query"].as_u64().unwrap(),
-            counts["download"].as_u64().unwrap(),
-        )
-    }
-
-    async fn control(&self, answer: &str, delay: f64) {
-        let status = self
-            .http
-            .post(format!("{}/control", self.url))
-            .body(json!({"answer": answer, "delay": delay}).to_string())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success());
-    }
-
-    fn source(&self, configure: impl FnOnce(&mut ArchivistaConfig)) -> ArchivistaSource {
-        let mut config = ArchivistaConfig::new(self.url.clone());
-        configure(&mut config);
-        ArchivistaSource::new(config).unwrap()
-    }
-}
-
-use attestgate::evidence::{ArchivistaConfig, ArchivistaSource};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -423,7 +341,7 @@ fn a_repeated_verification_is_served_from_the_caches() {
     use attestgate::crypto::PublicKey;
     use attestgate::policy::{verify, PolicyOptions, PolicyTrust, SignedPolicy, VerifyOptions};
     let tmp = tempfile::tempdir().unwrap();
-    let server = Counting::start(tmp.path());
+    let server = counting(tmp.path());
     let case = vector("d02-pass-ed25519-commit-seed");
     let mut trust = PolicyTrust::default();
     trust.add_key(
@@ -485,7 +403,7 @@ fn an_empty_answer_is_asked_again_after_its_short_ttl() {
     use attestgate::evidence::EvidenceSource;
     use std::time::Duration;
     let tmp = tempfile::tempdir().unwrap();
-    let server = Counting::start(tmp.path());
+    let server = counting(tmp.path());
     let source = server.source(|c| c.negative_search_ttl = Duration::from_millis(400));
     let query = [compile_query()];
     runtime().block_on(async {
@@ -512,7 +430,7 @@ fn an_empty_answer_is_asked_again_after_its_short_ttl() {
 fn concurrent_identical_searches_make_one_query() {
     use attestgate::evidence::EvidenceSource;
     let tmp = tempfile::tempdir().unwrap();
-    let server = Counting::start(tmp.path());
+    let server = counting(tmp.path());
     let source = server.source(|_| {});
     let query = [compile_query()];
     runtime().block_on(async {
@@ -531,7 +449,7 @@ fn concurrent_identical_searches_make_one_query() {
 fn a_server_error_is_not_cached() {
     use attestgate::evidence::EvidenceSource;
     let tmp = tempfile::tempdir().unwrap();
-    let server = Counting::start(tmp.path());
+    let server = counting(tmp.path());
     let source = server.source(|_| {});
     let query = [compile_query()];
     runtime().block_on(async {

@@ -21,9 +21,8 @@ use serde_json::{json, Value};
 
 const COMMIT: &str = "68ea7a55316c66a603a6838f05e4c130c2b4ff80";
 const SRC: &str = "https://github.com/example/hello";
-const DOCKER: &str = "https://witness.dev/attestations/docker/v0.1";
-const GIT: &str = "https://witness.dev/attestations/git/v0.1";
-const COLLECTION: &str = "https://witness.testifysec.com/attestation-collection/v0.1";
+const DOCKER: &str = common::DOCKER_TYPE;
+const GIT: &str = common::GIT_TYPE;
 
 /// Everything the cases share: one registry, one Archivista, the images and the evidence.
 struct World {
@@ -75,13 +74,7 @@ fn world() -> Option<Arc<World>> {
 
     let policy_key = OpensslKey::generate(tmp, "policy", KeyKind::Ed25519);
     let builder = OpensslKey::generate(tmp, "builder", KeyKind::EcdsaP256);
-    let policy = json!({
-        "expires": "2035-01-01T00:00:00Z",
-        "publickeys": {builder.keyid(): builder.policy_entry()},
-        "steps": {"build": {"name": "build",
-            "functionaries": [{"type": "publickey", "publickeyid": builder.keyid()}],
-            "attestations": [{"type": GIT}, {"type": DOCKER}]}}
-    });
+    let policy = common::build_policy(&builder);
     std::fs::write(
         tmp.join("policy.json"),
         policy_key.envelope(common::POLICY_TYPE, policy.to_string().as_bytes()),
@@ -90,18 +83,7 @@ fn world() -> Option<Arc<World>> {
 
     // The good build names its image as produced and the commit it was built from.
     let good_hex = hex(&good["v1"]);
-    let good_collection = collection(
-        &[
-            (
-                format!("{DOCKER}/imagedigest:{good_hex}"),
-                "sha256",
-                &good_hex,
-            ),
-            (format!("{GIT}/commithash:{COMMIT}"), "sha1", COMMIT),
-        ],
-        SRC,
-    );
-    let good_envelope = builder.envelope(INTOTO_TYPE, &good_collection);
+    let good_envelope = common::image_evidence(&builder, &good_hex, COMMIT, SRC);
     std::fs::write(tmp.join("good.json"), &good_envelope).unwrap();
     let good_gitoid = archivista.upload(&good_envelope);
 
@@ -159,21 +141,7 @@ fn world() -> Option<Arc<World>> {
 
 /// A witness collection for step `build` with git (remote `remote`) and docker attestations.
 fn collection(subjects: &[(String, &str, &str)], remote: &str) -> Vec<u8> {
-    let subject: Vec<Value> = subjects
-        .iter()
-        .map(|(name, alg, value)| json!({"name": name, "digest": {*alg: value}}))
-        .collect();
-    json!({
-        "_type": "https://in-toto.io/Statement/v0.1",
-        "subject": subject,
-        "predicateType": COLLECTION,
-        "predicate": {"name": "build", "attestations": [
-            {"type": GIT, "attestation": {"commithash": COMMIT, "remotes": [remote]}},
-            {"type": DOCKER, "attestation": {}}
-        ]}
-    })
-    .to_string()
-    .into_bytes()
+    common::collection(subjects, COMMIT, remote)
 }
 
 impl World {
@@ -240,10 +208,7 @@ fn a_good_image_resolves_and_passes_with_digest_binding() {
     assert_eq!(evidence[0]["step"], "build");
     assert_eq!(evidence[0]["types"], json!([GIT, DOCKER]));
     assert_eq!(evidence[0]["passed"], true);
-    assert_eq!(
-        out["verdict"],
-        json!({"passed": true, "bound": true, "reason": null})
-    );
+    assert_passed(&out["verdict"]);
 
     // The same from a local file, and as text.
     let run = attestgate(
@@ -388,10 +353,7 @@ fn commit_binding_needs_the_source_label_and_the_remote_in_evidence() {
         .unwrap()
         .iter()
         .any(|e| e["gitoid"] == w.good_gitoid.as_str() && e["passed"] == true));
-    assert_eq!(
-        out["verdict"],
-        json!({"passed": true, "bound": true, "reason": null})
-    );
+    assert_passed(&out["verdict"]);
 
     // A source label naming another repository fails, although the commit's evidence passes.
     let (run, out) = w.resolve_json("demo/other:v1", &commit);
@@ -668,29 +630,86 @@ fn a_credential_provider_plugin_with_the_right_password_resolves_a_private_image
 }
 
 #[test]
-fn an_identity_token_is_a_usage_error_not_an_anonymous_pull() {
+fn an_identity_token_is_sent_as_the_password_of_the_zero_user_never_printed() {
+    use base64::Engine as _;
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    // A loopback registry front that asks for basic auth and records what it is sent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten().take(16) {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut authorization = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("authorization") {
+                            authorization = Some(value.trim().to_string());
+                        }
+                    }
+                }
+                let mut stream = stream;
+                let answer = match authorization {
+                    None => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                    Some(value) => {
+                        seen.lock().unwrap().push(value);
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    }
+                };
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("config.json"),
-        r#"{"auths": {"127.0.0.1:9": {"identitytoken": "refresh-secret"}}}"#,
+        format!(r#"{{"auths": {{"{host}": {{"identitytoken": "refresh-secret"}}}}}}"#),
     )
     .unwrap();
     let run = attestgate(
         dir.path(),
         [
             "resolve",
-            "127.0.0.1:9/demo/good:v1",
+            &format!("{host}/demo/good:v1"),
             "--insecure-registry",
-            "127.0.0.1:9",
+            &host,
             "--docker-config",
             "config.json",
+            "--timeout",
+            "10",
         ],
     );
-    assert_eq!(run.code, 2, "{}", run.text());
-    assert!(
-        run.stderr.contains("identity tokens are not supported yet"),
-        "{}",
-        run.stderr
-    );
+    assert_ne!(run.code, 0, "{}", run.text());
     assert!(!run.text().contains("refresh-secret"), "{}", run.text());
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:refresh-secret",
+            attestgate::image::IDENTITY_TOKEN_USERNAME
+        ))
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&expected), "{seen:?}");
+}
+
+/// A passing, bound verdict, with the key ids of the evidence signers.
+fn assert_passed(verdict: &Value) {
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    assert_eq!(verdict["bound"], true, "{verdict}");
+    assert_eq!(verdict["reason"], Value::Null, "{verdict}");
+    let signers = verdict["signers"].as_array().unwrap();
+    assert!(
+        !signers.is_empty()
+            && signers
+                .iter()
+                .all(|s| s.as_str().is_some_and(|k| k.len() == 64)),
+        "{verdict}"
+    );
 }

@@ -24,73 +24,7 @@ const LEAF_URI: &str = "https://github.com/acme/app/.github/workflows/ci.yml@ref
 /// OID of the id-smime-ct-TSTInfo content type.
 const TST_INFO_OID: &str = "1.2.840.113549.1.9.16.1.4";
 
-/// openssl configuration: certificate profiles, a CA database for back-dated leaves, a TSA.
-const PKI_CNF: &str = r#"
-[ req ]
-distinguished_name = dn
-prompt = no
-[ dn ]
-CN = placeholder
-[ ca_ext ]
-basicConstraints = critical,CA:true
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-[ leaf_ext ]
-basicConstraints = critical,CA:false
-keyUsage = critical,digitalSignature
-extendedKeyUsage = codeSigning
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-subjectAltName = email:ci@example.test,URI:https://github.com/acme/app/.github/workflows/ci.yml@refs/heads/main
-1.3.6.1.4.1.57264.1.8 = ASN1:UTF8String:https://token.actions.githubusercontent.com
-1.3.6.1.4.1.57264.1.14 = ASN1:UTF8String:refs/heads/main
-[ tsa_ext ]
-basicConstraints = critical,CA:false
-keyUsage = critical,digitalSignature
-extendedKeyUsage = critical,timeStamping
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-[ tsa_soft_ext ]
-basicConstraints = critical,CA:false
-keyUsage = critical,digitalSignature
-extendedKeyUsage = timeStamping
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-[ ca ]
-default_ca = ca_default
-[ ca_default ]
-database = ./index.txt
-new_certs_dir = ./newcerts
-serial = ./ca.serial
-default_md = sha256
-policy = policy_any
-unique_subject = no
-email_in_dn = no
-[ policy_any ]
-commonName = supplied
-organizationName = optional
-[ tsa ]
-default_tsa = tsa_config
-[ tsa_config ]
-dir = .
-serial = ./tsa.serial
-crypto_device = builtin
-signer_cert = ./tsa.pem
-signer_key = ./tsa.key
-certs = ./tsa-root.pem
-signer_digest = sha384
-default_policy = 1.2.3.4.1
-other_policies = 1.2.3.4.2
-digests = sha256, sha384, sha512
-accuracy = secs:1
-ordering = no
-tsa_name = yes
-ess_cert_id_chain = no
-ess_cert_id_alg = sha256
-"#;
-
-use common::openssl;
+use common::{openssl, PKI_CNF};
 
 /// The test PKI and the evidence signed under it, made once per test binary in a temporary
 /// directory and kept in memory; tests write the files they need into their own directories.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::units::{ByteSize, Seconds};
@@ -111,7 +112,7 @@ pub(super) struct TrustFile {
     #[serde(default)]
     pub timestamp_authorities: Vec<PathBuf>,
     pub signer_identity: Option<SignerIdentityFile>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub kms_keys: BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub allow_untimestamped_certificates: bool,
@@ -150,7 +151,7 @@ pub(super) struct ArchivistaFile {
     pub server: String,
     #[serde(default)]
     pub ca_files: Vec<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub headers: BTreeMap<String, String>,
     pub client_certificate: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
@@ -220,4 +221,31 @@ pub(super) struct CacheFile {
     pub evidence_empty_search_ttl: Option<Seconds>,
     pub stale_if_error: Option<Seconds>,
     pub background_verifications: Option<usize>,
+}
+
+/// A map whose keys are unique: serde's maps would keep the last of two equal keys silently,
+/// where every other duplicate in the file (struct fields) is refused.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format!("duplicate key {key:?}")));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Unique(std::marker::PhantomData))
 }

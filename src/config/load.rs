@@ -516,6 +516,18 @@ impl Loader {
             ));
         }
         if let Some(identity) = &trust.signer_identity {
+            let constrains = identity.common_name.is_some()
+                || !identity.dns_names.is_empty()
+                || !identity.emails.is_empty()
+                || !identity.organizations.is_empty()
+                || !identity.uris.is_empty();
+            if !constrains {
+                return Err(self.invalid(
+                    format!("{key}.signerIdentity"),
+                    "names no constraint: give at least one of commonName, dnsNames, emails, \
+                     organizations and uris (the others then default to \"*\")",
+                ));
+            }
             let defaults = PolicySignerIdentity::default();
             let or = |given: &[String], default: Vec<String>| {
                 if given.is_empty() {

@@ -351,7 +351,9 @@ impl Decider {
         let mut failure: Option<Outcome> = None;
         for (entry, answer) in policies.iter().zip(answers) {
             match answer {
-                Err(error) => {
+                // A definite violation of one policy is the answer, whatever another could not
+                // decide: as an error, a soft-fail gate would let it through.
+                Err(error) if !matches!(failure, Some(Outcome::Violation(_))) => {
                     failure = Some(Outcome::Error(format!(
                         "policy {}: {}",
                         entry.name, error.public
@@ -359,6 +361,7 @@ impl Decider {
                     decision.detail = Some(format!("policy {}: {}", entry.name, error.detail));
                     decision.upstream = Some("evidence");
                 }
+                Err(_) => {}
                 Ok((judged, used)) => {
                     uses.push(used);
                     if let Some(keyid) = judged
@@ -461,7 +464,7 @@ impl Decider {
             Ok(Ok(judged)) => Ok((judged, CacheUse::Miss)),
             Ok(Err(error)) => self.stale_or(&key, error),
             Err(_) => {
-                self.orphan(&flight);
+                self.orphan(&key, &flight);
                 self.stale_or(
                     &key,
                     Unverified::same(
@@ -487,10 +490,21 @@ impl Decider {
     }
 
     /// Counts a verification nobody waits for any more; past the cap, cancels it.
-    fn orphan(&self, flight: &Flight) {
-        if flight.orphaned.swap(true, Ordering::AcqRel) {
+    fn orphan(&self, key: &Key, flight: &Flight) {
+        // Under the lock the task takes when it finishes: one that has already left the map was
+        // not counted and is never uncounted, so it must not be counted now.
+        let flights = self
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let running = flights
+            .get(key)
+            .is_some_and(|f| Arc::ptr_eq(&f.orphaned, &flight.orphaned));
+        if !running || flight.orphaned.swap(true, Ordering::AcqRel) {
             return;
         }
+        drop(flights);
         let cap = self.inner.config.cache.background_verifications;
         let running = self.inner.background.fetch_add(1, Ordering::AcqRel);
         if running >= cap {
@@ -536,14 +550,12 @@ impl Decider {
                 if let Ok(judged) = &verified {
                     inner.cache.insert(key.clone(), judged.clone());
                 }
-                inner
-                    .flights
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&key);
+                let mut flights = inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
+                flights.remove(&key);
                 if orphaned.load(Ordering::Acquire) {
                     inner.background.fetch_sub(1, Ordering::AcqRel);
                 }
+                drop(flights);
                 verified
             })
         };

@@ -51,7 +51,7 @@ pub const MAX_CACHED_SEARCHES: usize = 4096;
 
 /// How to reach an Archivista server. There is no default server: evidence is only ever fetched
 /// from one the operator names.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ArchivistaConfig {
     /// Base URL, e.g. `https://archivista.example.com`.
     pub url: String,
@@ -82,6 +82,30 @@ pub struct ArchivistaConfig {
     pub search_ttl: Duration,
     /// How long an empty search answer is reused; zero disables.
     pub negative_search_ttl: Duration,
+}
+
+impl std::fmt::Debug for ArchivistaConfig {
+    /// Header values and the client key are secrets (tokens, tenancy keys): only their names
+    /// and presence are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("ArchivistaConfig")
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("ca_pem", &self.ca_pem.len())
+            .field("client_identity_pem", &self.client_identity_pem.is_some())
+            .field("request_timeout", &self.request_timeout)
+            .field("page_size", &self.page_size)
+            .field("max_pages", &self.max_pages)
+            .field("max_candidates", &self.max_candidates)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("download_concurrency", &self.download_concurrency)
+            .field("envelope_cache_bytes", &self.envelope_cache_bytes)
+            .field("search_ttl", &self.search_ttl)
+            .field("negative_search_ttl", &self.negative_search_ttl)
+            .finish()
+    }
 }
 
 impl ArchivistaConfig {
@@ -671,6 +695,18 @@ fn collection_name(candidate: &Candidate) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn debug_never_prints_header_values() {
+        let mut config = ArchivistaConfig::new("https://archivista.test");
+        config
+            .headers
+            .push(("Authorization".into(), "Bearer top-secret".into()));
+        let text = format!("{config:?}");
+        assert!(text.contains("Authorization"), "{text}");
+        assert!(!text.contains("top-secret"), "{text}");
+    }
+
     use super::*;
 
     #[test]

@@ -515,3 +515,607 @@ pub fn fact(facts: &[(String, String)], key: &str) -> String {
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| panic!("the peer's env file has no {key}"))
 }
+
+/// A stand-in process (`tests/peers/archivista-standin.py`), killed when dropped (also when a
+/// test fails).
+pub struct Standin(std::process::Child);
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// Starts the Archivista stand-in in `mode` (with its third argument `arg`: a gitoid, or the
+/// envelope file in `counting` mode) and returns it with its URL.
+pub fn standin(dir: &Path, mode: &str, arg: &str) -> (Standin, String) {
+    let portfile = dir.join(format!("{mode}.port"));
+    let child = Standin(
+        Command::new("python3")
+            .arg(root().join("tests/peers/archivista-standin.py"))
+            .args([portfile.to_str().unwrap(), mode, arg])
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if let Ok(port) = std::fs::read_to_string(&portfile) {
+            if !port.is_empty() {
+                return (child, format!("http://127.0.0.1:{port}"));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("stand-in did not start");
+}
+
+/// The stand-in in `counting` mode, serving one envelope, with a client to drive it.
+pub struct Counting {
+    _child: Standin,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Counting {
+    /// Starts one serving `envelope` (a file) under its own gitoid, in a port file under `dir`.
+    pub fn start(dir: &Path, envelope: &Path) -> Self {
+        let (child, url) = standin(dir, "counting", envelope.to_str().unwrap());
+        attestgate::install_crypto_provider();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        Self {
+            _child: child,
+            url,
+            http,
+        }
+    }
+
+    /// (searches, downloads) the stand-in has answered.
+    pub async fn counts(&self) -> (u64, u64) {
+        let body = self
+            .http
+            .get(format!("{}/counts", self.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let counts: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (
+            counts["query"].as_u64().unwrap(),
+            counts["download"].as_u64().unwrap(),
+        )
+    }
+
+    /// How searches are answered from now on: `hit`, `empty` or `error`, after `delay` seconds.
+    pub async fn control(&self, answer: &str, delay: f64) {
+        let status = self
+            .http
+            .post(format!("{}/control", self.url))
+            .body(serde_json::json!({"answer": answer, "delay": delay}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+
+    /// An Archivista source for the stand-in, configured by `configure`.
+    pub fn source(
+        &self,
+        configure: impl FnOnce(&mut attestgate::evidence::ArchivistaConfig),
+    ) -> attestgate::evidence::ArchivistaSource {
+        let mut config = attestgate::evidence::ArchivistaConfig::new(self.url.clone());
+        configure(&mut config);
+        attestgate::evidence::ArchivistaSource::new(config).unwrap()
+    }
+}
+
+/// The witness attestation types and collection predicate the image evidence uses.
+pub const DOCKER_TYPE: &str = "https://witness.dev/attestations/docker/v0.1";
+pub const GIT_TYPE: &str = "https://witness.dev/attestations/git/v0.1";
+pub const COLLECTION_TYPE: &str = "https://witness.testifysec.com/attestation-collection/v0.1";
+
+/// An in-toto statement of a witness collection for step `build` with git (`commit`, remote
+/// `remote`) and docker attestations, naming `subjects` (name, algorithm, hex value).
+pub fn collection(subjects: &[(String, &str, &str)], commit: &str, remote: &str) -> Vec<u8> {
+    let subject: Vec<serde_json::Value> = subjects
+        .iter()
+        .map(|(name, alg, value)| serde_json::json!({"name": name, "digest": {*alg: value}}))
+        .collect();
+    serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "subject": subject,
+        "predicateType": COLLECTION_TYPE,
+        "predicate": {"name": "build", "attestations": [
+            {"type": GIT_TYPE, "attestation": {"commithash": commit, "remotes": [remote]}},
+            {"type": DOCKER_TYPE, "attestation": {}}
+        ]}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A policy with one step, `build`, that `functionary` must sign and whose collection must
+/// hold git and docker attestations (unsigned: sign it with [`OpensslKey::envelope`]).
+pub fn build_policy(functionary: &OpensslKey) -> serde_json::Value {
+    serde_json::json!({
+        "expires": "2035-01-01T00:00:00Z",
+        "publickeys": {functionary.keyid(): functionary.policy_entry()},
+        "steps": {"build": {"name": "build",
+            "functionaries": [{"type": "publickey", "publickeyid": functionary.keyid()}],
+            "attestations": [{"type": GIT_TYPE}, {"type": DOCKER_TYPE}]}}
+    })
+}
+
+/// The evidence a build of the image `image_hex` (sha256 hex of its manifest) from `commit` of
+/// `remote` leaves: the image as produced, the commit, signed by `builder`.
+pub fn image_evidence(
+    builder: &OpensslKey,
+    image_hex: &str,
+    commit: &str,
+    remote: &str,
+) -> Vec<u8> {
+    let statement = collection(
+        &[
+            (
+                format!("{DOCKER_TYPE}/imagedigest:{image_hex}"),
+                "sha256",
+                image_hex,
+            ),
+            (format!("{GIT_TYPE}/commithash:{commit}"), "sha1", commit),
+        ],
+        commit,
+        remote,
+    );
+    builder.envelope(INTOTO_TYPE, &statement)
+}
+
+/// openssl configuration: certificate profiles, a CA database for back-dated leaves, a TSA.
+pub const PKI_CNF: &str = r#"
+[ req ]
+distinguished_name = dn
+prompt = no
+[ dn ]
+CN = placeholder
+[ ca_ext ]
+basicConstraints = critical,CA:true
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[ leaf_ext ]
+basicConstraints = critical,CA:false
+keyUsage = critical,digitalSignature
+extendedKeyUsage = codeSigning
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+subjectAltName = email:ci@example.test,URI:https://github.com/acme/app/.github/workflows/ci.yml@refs/heads/main
+1.3.6.1.4.1.57264.1.8 = ASN1:UTF8String:https://token.actions.githubusercontent.com
+1.3.6.1.4.1.57264.1.14 = ASN1:UTF8String:refs/heads/main
+[ tsa_ext ]
+basicConstraints = critical,CA:false
+keyUsage = critical,digitalSignature
+extendedKeyUsage = critical,timeStamping
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[ tsa_soft_ext ]
+basicConstraints = critical,CA:false
+keyUsage = critical,digitalSignature
+extendedKeyUsage = timeStamping
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[ ca ]
+default_ca = ca_default
+[ ca_default ]
+database = ./index.txt
+new_certs_dir = ./newcerts
+serial = ./ca.serial
+default_md = sha256
+policy = policy_any
+unique_subject = no
+email_in_dn = no
+[ policy_any ]
+commonName = supplied
+organizationName = optional
+[ tsa ]
+default_tsa = tsa_config
+[ tsa_config ]
+dir = .
+serial = ./tsa.serial
+crypto_device = builtin
+signer_cert = ./tsa.pem
+signer_key = ./tsa.key
+certs = ./tsa-root.pem
+signer_digest = sha384
+default_policy = 1.2.3.4.1
+other_policies = 1.2.3.4.2
+digests = sha256, sha384, sha512
+accuracy = secs:1
+ordering = no
+tsa_name = yes
+ess_cert_id_chain = no
+ess_cert_id_alg = sha256
+"#;
+
+// =============================================================================================
+// The webhook as a process (tests/webhook.rs, tests/webhook_fixtures.rs): a serving
+// certificate, `attestgate serve` as a child process whose addresses are read from its log, an
+// HTTPS client that trusts only the test CA, polling, and a loopback TCP proxy that counts (and
+// can slow down) the HTTP requests passing through it.
+// =============================================================================================
+
+/// Makes a CA and a serving certificate for `127.0.0.1` with rcgen, writes the certificate and
+/// its key to `dir/tls.crt` and `dir/tls.key`, and returns the CA's PEM (for clients).
+pub fn write_serving_certificate(dir: &Path) -> String {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "attestgate webhook test ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "attestgate webhook test");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    ca_pem
+}
+
+/// Replaces `path`'s contents in one rename, as a ConfigMap or Secret volume update does, so a
+/// reader never sees half a file.
+pub fn write_atomically(path: &Path, contents: &[u8]) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, contents).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
+/// How long a test waits for the server to start, or for anything it polls.
+pub const SERVED_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `attestgate serve --config FILE` as a child process, killed (SIGKILL) when dropped, also when
+/// the test panics. Its stderr (the JSON log) is read all along, so the pipe never fills.
+pub struct Served {
+    child: std::process::Child,
+    /// The HTTPS webhook address, from the `serving` log line.
+    pub webhook: std::net::SocketAddr,
+    /// The plain-HTTP health and metrics address, from the same line.
+    pub health: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    https: reqwest::Client,
+    plain: reqwest::Client,
+}
+
+/// One answer of the webhook over the wire.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON; fails the test with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("answer {} is not JSON ({e}): {}", self.status, self.body))
+    }
+}
+
+impl Served {
+    /// Starts the server on `config` (which must listen on loopback) and waits for its
+    /// `serving` log line; `ca_pem` is the CA the client trusts for the webhook's certificate.
+    pub fn start(config: &Path, ca_pem: &str) -> Self {
+        use std::io::BufRead as _;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_attestgate"));
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        // Nothing may be sent through a proxy the environment happens to name.
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ] {
+            command.env_remove(var);
+        }
+        let mut child = command.spawn().expect("attestgate serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addrs) = serving_addresses(&line) {
+                        let _ = tx.send(addrs);
+                    }
+                    log.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(line);
+                }
+            });
+        }
+        let served = |webhook, health| {
+            attestgate::install_crypto_provider();
+            let https = reqwest::Client::builder()
+                .no_proxy()
+                .tls_certs_only([reqwest::tls::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+                .timeout(SERVED_WAIT)
+                .build()
+                .unwrap();
+            let plain = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(SERVED_WAIT)
+                .build()
+                .unwrap();
+            (webhook, health, https, plain)
+        };
+        match rx.recv_timeout(SERVED_WAIT) {
+            Ok((webhook, health)) => {
+                let (webhook, health, https, plain) = served(webhook, health);
+                Self {
+                    child,
+                    webhook,
+                    health,
+                    log,
+                    https,
+                    plain,
+                }
+            }
+            Err(e) => {
+                child.kill().ok();
+                child.wait().ok();
+                let log = log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .join("\n");
+                panic!("attestgate serve did not start ({e}):\n{log}");
+            }
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .join("\n")
+    }
+
+    /// POSTs `body` to `path` with `content_type`; a transport error is returned, not a panic.
+    pub async fn send(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, reqwest::Error> {
+        let response = self
+            .https
+            .post(format!("https://{}{path}", self.webhook))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.text().await?;
+        Ok(Answer { status, body })
+    }
+
+    /// POSTs the review `body` to `/validate/<mode>` and returns the JSON answer; anything but a
+    /// 200 with JSON fails the test.
+    pub async fn review(&self, mode: &str, body: &serde_json::Value) -> serde_json::Value {
+        let answer = self
+            .send(
+                &format!("/validate/{mode}"),
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("POST /validate/{mode}: {e}\n{}", self.log()));
+        assert_eq!(answer.status, 200, "{}\n{}", answer.body, self.log());
+        answer.json()
+    }
+
+    /// GETs `path` on the health port: (status, body).
+    pub async fn health_get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .plain
+            .get(format!("http://{}{path}", self.health))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// The value of one series of `/metrics`, written as it appears
+    /// (`attestgate_config_reloads_total{result="success"}`); `None` when absent.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (status, text) = self.health_get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text.lines().find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|value| value.split_whitespace().next())
+                .and_then(|value| value.parse().ok())
+        })
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// The `webhook` and `health` addresses of a `serving` log line.
+fn serving_addresses(line: &str) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = &value["fields"];
+    if fields["message"] != "serving" {
+        return None;
+    }
+    Some((
+        fields["webhook"].as_str()?.parse().ok()?,
+        fields["health"].as_str()?.parse().ok()?,
+    ))
+}
+
+/// Polls `check` every 50 ms until it holds; fails the test after `timeout` naming `what`.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A TCP proxy on loopback in front of `upstream` (also on loopback): it counts the HTTP/1.1
+/// requests that pass through it and can hold each one back for a while before forwarding
+/// it. Stops accepting when dropped; open connections end with their peers.
+pub struct TcpProxy {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TcpProxy {
+    /// Starts one forwarding to `upstream` (`127.0.0.1:PORT`).
+    pub fn start(upstream: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let upstream: std::net::SocketAddr = upstream.parse().unwrap();
+        assert!(
+            upstream.ip().is_loopback(),
+            "the proxy forwards to loopback only"
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = Self {
+            addr,
+            requests: Default::default(),
+            delay_ms: Default::default(),
+            stop: Default::default(),
+        };
+        let (requests, delay_ms, stop) = (
+            proxy.requests.clone(),
+            proxy.delay_ms.clone(),
+            proxy.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (requests, delay_ms) = (requests.clone(), delay_ms.clone());
+                let (client_read, server_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    forward_requests(client_read, server_write, &requests, &delay_ms);
+                });
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (server, client);
+                    std::io::copy(&mut from, &mut to).ok();
+                    to.shutdown(std::net::Shutdown::Both).ok();
+                });
+            }
+        });
+        proxy
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// HTTP requests forwarded so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Holds every request back this long before forwarding it (zero: none).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        std::net::TcpStream::connect(self.addr).ok();
+    }
+}
+
+/// Copies a client's bytes to the server, counting request lines (` HTTP/1.1\r\n`, also when
+/// split across reads) and sleeping the current delay before a chunk that starts a request.
+fn forward_requests(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    requests: &std::sync::atomic::AtomicUsize,
+    delay_ms: &std::sync::atomic::AtomicU64,
+) {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::Ordering;
+    const MARK: &[u8] = b" HTTP/1.1\r\n";
+    let mut buffer = [0u8; 16 * 1024];
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buffer[..n];
+        let mut window = std::mem::take(&mut tail);
+        window.extend_from_slice(chunk);
+        let starts = window.windows(MARK.len()).filter(|w| *w == MARK).count();
+        tail = window[window.len().saturating_sub(MARK.len() - 1)..].to_vec();
+        if starts > 0 {
+            let delay = delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
+            requests.fetch_add(starts, Ordering::SeqCst);
+        }
+        if to.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    to.shutdown(std::net::Shutdown::Write).ok();
+}
