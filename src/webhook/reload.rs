@@ -51,6 +51,10 @@ impl Webhook {
                     policies = %config.policy_digests(),
                     "config loaded"
                 );
+                // The fingerprint of what was read now: the one taken before loading covered
+                // the previous config's policy files, and would make the next check reload the
+                // same files again (flushing the decision cache and its background results).
+                let fingerprint = loaded_fingerprint(&config);
                 self.install(Arc::new(config), fingerprint);
                 true
             }
@@ -108,5 +112,52 @@ impl Webhook {
             }
         }
         sha256_hex(material.as_bytes())
+    }
+}
+
+/// What [`Webhook::fingerprint`] gives for the files `config` was loaded from while they stay
+/// as they were read: it is computed from the digests of the bytes that were loaded, so a change
+/// made after the load is still seen by the next check.
+fn loaded_fingerprint(config: &Config) -> String {
+    let mut material = String::new();
+    let config_digest = config
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&config.digest);
+    for digest in std::iter::once(config_digest)
+        .chain(config.policies.iter().map(|p| p.policy.digest.as_str()))
+    {
+        material.push_str(digest);
+        material.push('\n');
+    }
+    sha256_hex(material.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Metrics;
+    use std::path::Path;
+
+    #[test]
+    fn a_loaded_config_is_not_loaded_again_until_a_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webhook");
+        let text = std::fs::read_to_string(example.join("config.yaml"))
+            .unwrap()
+            .replace(
+                "../../tests/",
+                &format!("{}/../../tests/", example.display()),
+            );
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, &text).unwrap();
+
+        let webhook = Webhook::new(&path, Arc::new(Metrics::new()));
+        assert!(webhook.decider().is_some(), "{:?}", webhook.problem());
+        assert!(!webhook.reload(), "nothing changed since the first load");
+
+        std::fs::write(&path, format!("{text}\n# changed\n")).unwrap();
+        assert!(webhook.reload(), "the config changed");
+        assert!(!webhook.reload(), "nothing changed since the reload");
     }
 }
