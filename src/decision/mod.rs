@@ -278,9 +278,9 @@ impl Decider {
                 NoMatch::Deny => ImageDecision::new(
                     image,
                     Outcome::Violation(format!(
-                        "no policy covers {}{}",
+                        "{}no policy covers {}",
+                        expired_note(config, &reference, now),
                         reference.name(),
-                        expired_note(config, &reference, now)
                     )),
                 ),
             };
@@ -320,9 +320,9 @@ impl Decider {
             decision.outcome = match config.no_match {
                 NoMatch::Allow => Outcome::Admitted,
                 NoMatch::Deny => Outcome::Violation(format!(
-                    "no policy covers {}{}",
+                    "{}no policy covers {}",
+                    expired_note(config, &reference, now),
                     reference.name(),
-                    expired_note(config, &reference, now)
                 )),
             };
             return decision;
@@ -376,10 +376,10 @@ impl Decider {
                         evidence.extend(judged.evidence.iter().cloned());
                     } else if !matches!(failure, Some(Outcome::Violation(_))) {
                         failure = Some(Outcome::Violation(format!(
-                            "policy {}: {}{}",
+                            "{}policy {}: {}",
+                            expired_note(config, &reference, now),
                             entry.name,
                             judged.reason.as_deref().unwrap_or("failed"),
-                            expired_note(config, &reference, now)
                         )));
                     }
                 }
@@ -427,9 +427,9 @@ impl Decider {
             .resolve(reference, &credentials, deadline)
             .await
             .map_err(|e| {
-                // The top-level message names the image's registry; its causes may name
-                // mirrors and internal endpoints, so they go to the logs only.
-                let public = e.to_string();
+                // Users see a short text that names neither endpoints (a mirror or an internal
+                // server may have answered) nor the reference again; the logs get the chain.
+                let public = public_registry_text(&e);
                 let about_the_image = is_about_the_image(&e);
                 Failure {
                     upstream: (!about_the_image).then_some("registry"),
@@ -554,6 +554,21 @@ impl Decider {
                 flights.remove(&key);
                 if orphaned.load(Ordering::Acquire) {
                     inner.background.fetch_sub(1, Ordering::AcqRel);
+                    // Nobody waits for this answer any more: the log is its only reader.
+                    match &verified {
+                        Ok(judged) => tracing::info!(
+                            image = %key.digest,
+                            policy = %key.policy,
+                            passed = judged.passed,
+                            "background verification finished and filled the cache"
+                        ),
+                        Err(error) => tracing::warn!(
+                            image = %key.digest,
+                            policy = %key.policy,
+                            error = %error.detail,
+                            "background verification failed"
+                        ),
+                    }
                 }
                 drop(flights);
                 verified
@@ -656,6 +671,31 @@ fn is_about_the_image(error: &RegistryError) -> bool {
     )
 }
 
+/// What a user is told about a registry failure: what happened, never where.
+fn public_registry_text(error: &RegistryError) -> String {
+    match error {
+        RegistryError::NotFound { .. } => "not found at its registry".into(),
+        RegistryError::Unauthorized { .. } => {
+            "the registry refused access: unauthorized (check the pull credentials)".into()
+        }
+        RegistryError::RateLimited { .. } => "the registry is rate limiting (HTTP 429)".into(),
+        RegistryError::ServerError { status, .. } => {
+            format!("the registry failed with HTTP {status}")
+        }
+        RegistryError::Unreachable { .. } => "the registry is unreachable".into(),
+        RegistryError::Tls { .. } => "TLS with the registry failed".into(),
+        RegistryError::Timeout { .. } => "the registry did not answer in time".into(),
+        RegistryError::DigestMismatch { .. } => {
+            "the registry served content that does not match its digest".into()
+        }
+        RegistryError::TooLarge { .. } => "a manifest or config is over the size cap".into(),
+        RegistryError::TooManyEntries { .. } => "an index lists too many entries".into(),
+        RegistryError::TooDeep { .. } => "indexes nest too deep".into(),
+        RegistryError::Malformed { .. } => "a manifest or config is malformed".into(),
+        _ => "the registry could not be used (details in the webhook's logs)".into(),
+    }
+}
+
 fn denylisted(what: &str, value: &dyn std::fmt::Display) -> String {
     format!("denylisted {what} {value}")
 }
@@ -667,7 +707,8 @@ fn binding_label(binding: &Binding) -> String {
     }
 }
 
-/// `; exception … expired …` when an expired exception would have covered the image.
+/// `exception expired <date> (owner …); ` when an expired exception would have covered the
+/// image: first in the reason, so that a cut line still shows it.
 fn expired_note(config: &Config, reference: &ImageReference, now: OffsetDateTime) -> String {
     config
         .exceptions
@@ -676,6 +717,12 @@ fn expired_note(config: &Config, reference: &ImageReference, now: OffsetDateTime
             !e.in_force(now)
                 && matches!(&e.target, ExceptionTarget::Image(p) if p.matches(reference))
         })
-        .map(|e| format!(" (exception {} has expired)", e.describe()))
+        .map(|e| {
+            let until = e
+                .expires
+                .format(time::macros::format_description!("[year]-[month]-[day]"))
+                .unwrap_or_default();
+            format!("exception expired {until} (owner {}); ", e.owner)
+        })
         .unwrap_or_default()
 }
