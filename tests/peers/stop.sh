@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # stop.sh DIR
 #
-# Stops every server that start-archivista.sh / start-registry.sh started from DIR: each
-# DIR/pids/NAME.pid names one process and its executable, and only a live process with that very
-# executable is signalled (so a recycled pid is never hit). Clients go first (archivista, the
-# registry, the token server), PostgreSQL last with SIGINT ("fast" shutdown). Waits up to 10 s
-# per process (1 s for archivista, see below), then SIGKILL. Idempotent: nothing running is fine. Data stays in DIR, except a
-# PostgreSQL cluster that had to live in /tmp (DIR/postgres is then a symlink), which is deleted.
+# Stops every server that start-archivista.sh / start-registry.sh / start-cluster.sh started
+# from DIR: each DIR/pids/NAME.pid names one process and its executable, and only a live process
+# with that very executable is signalled (so a recycled pid is never hit). Clients go first
+# (archivista, the registry, the token server, kube-controller-manager, smoke webhooks) with
+# SIGTERM, then kube-apiserver and etcd with SIGTERM, PostgreSQL last with SIGINT ("fast"
+# shutdown). Waits up to 10 s per process (1 s for archivista, see below), then SIGKILL.
+# Idempotent: nothing running is fine. Data stays in DIR, except a PostgreSQL cluster that had to
+# live in /tmp (DIR/postgres is then a symlink), which is deleted.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=tests/peers/lib.sh
@@ -49,8 +51,12 @@ if [[ -d "$DIR/pids" ]]; then
   for f in "$DIR"/pids/*.pid; do
     [[ -e "$f" ]] || continue
     name=$(basename "$f" .pid)
-    [[ "$name" == postgres ]] || stop_one "$name" TERM
+    [[ "$name" == postgres || "$name" == etcd || "$name" == kube-apiserver ]] || stop_one "$name" TERM
   done
+  # start-cluster.sh: kube-apiserver after its clients (with kube-controller-manager's watches
+  # still open it does not exit within 10 s of SIGTERM), etcd after kube-apiserver.
+  stop_one kube-apiserver TERM
+  stop_one etcd TERM
   stop_one postgres INT
 fi
 
