@@ -587,13 +587,28 @@ fn the_webhook_configuration_has_one_entry_per_mode() {
                 .as_sequence()
                 .unwrap();
             assert!(webhook["namespaceSelector"].get("matchLabels").is_none());
-            assert_eq!(expressions.len(), 2);
-            assert_eq!(expressions[0]["key"], "attestgate.dev/mode");
-            assert_eq!(expressions[0]["operator"], "In");
-            assert_eq!(strs(&expressions[0]["values"]), [mode]);
-            assert_eq!(expressions[1]["key"], "kubernetes.io/metadata.name");
-            assert_eq!(expressions[1]["operator"], "NotIn");
-            let excluded: BTreeSet<String> = strs(&expressions[1]["values"]).into_iter().collect();
+            // enforce takes every value of the label but warn and audit (an unknown value is
+            // enforced); warn and audit take their own value only.
+            let mode_expressions = if mode == "enforce" {
+                assert_eq!(expressions.len(), 3);
+                assert_eq!(expressions[0]["key"], "attestgate.dev/mode");
+                assert_eq!(expressions[0]["operator"], "Exists");
+                assert!(expressions[0].get("values").is_none());
+                assert_eq!(expressions[1]["key"], "attestgate.dev/mode");
+                assert_eq!(expressions[1]["operator"], "NotIn");
+                assert_eq!(strs(&expressions[1]["values"]), ["warn", "audit"]);
+                2
+            } else {
+                assert_eq!(expressions.len(), 2);
+                assert_eq!(expressions[0]["key"], "attestgate.dev/mode");
+                assert_eq!(expressions[0]["operator"], "In");
+                assert_eq!(strs(&expressions[0]["values"]), [mode]);
+                1
+            };
+            let names = &expressions[mode_expressions];
+            assert_eq!(names["key"], "kubernetes.io/metadata.name");
+            assert_eq!(names["operator"], "NotIn");
+            let excluded: BTreeSet<String> = strs(&names["values"]).into_iter().collect();
             let wanted: BTreeSet<String> = ["kube-system", namespace]
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -910,13 +925,30 @@ fn the_mode_label_guard_binds_the_configured_group() {
         strs(&rules["resources"]),
         ["namespaces", "namespaces/status", "namespaces/finalize"]
     );
-    let condition = policy["spec"]["matchConditions"][0]["expression"]
-        .as_str()
-        .unwrap();
+    // No matchConditions: the policy sees every namespace write, the admins' too (the label
+    // value check applies to everyone); the group only lifts the who-may-change check.
+    assert!(policy["spec"].get("matchConditions").is_none());
+    let variables = policy["spec"]["variables"].as_sequence().unwrap();
+    let admin = variables
+        .iter()
+        .find(|v| v["name"] == "modeLabelAdmin")
+        .expect("a modeLabelAdmin variable");
     assert_eq!(
-        condition,
-        r#"!("platform:admins" in request.userInfo.groups)"#
+        admin["expression"],
+        r#""platform:admins" in request.userInfo.groups"#
     );
+    let validations = policy["spec"]["validations"].as_sequence().unwrap();
+    assert_eq!(validations.len(), 2);
+    assert!(validations[0]["expression"]
+        .as_str()
+        .unwrap()
+        .starts_with("variables.modeLabelAdmin ||"));
+    assert_eq!(validations[0]["reason"], "Forbidden");
+    assert!(validations[1]["expression"]
+        .as_str()
+        .unwrap()
+        .contains("['enforce', 'warn', 'audit']"));
+    assert_eq!(validations[1]["reason"], "Invalid");
     let binding = one(&docs, "ValidatingAdmissionPolicyBinding");
     assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
     assert_eq!(strs(&binding["spec"]["validationActions"]), ["Deny"]);
