@@ -2092,8 +2092,16 @@ fn a_tls_mirror_is_trusted_with_its_own_ca_file_only() {
     assert!(matches!(err, RegistryError::Tls { .. }), "{err:?}");
 
     // A CA file that is not a certificate is a clear error.
-    let (_bad, bad_ca) = config("  ca = \"/dev/null\"\n");
+    let not_pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_pem.path(), b"not a certificate\n").unwrap();
+    let (_bad, bad_ca) = config(&format!("  ca = \"{}\"\n", not_pem.path().display()));
     let err = resolve_with(bad_ca, &reference, &anonymous, BUDGET).unwrap_err();
     assert!(matches!(err, RegistryError::Endpoint { .. }), "{err:?}");
     assert!(err.to_string().contains("not a PEM certificate"), "{err}");
+
+    // A device is never read (it could be endless): only regular files are CA files.
+    let (_dev, dev_ca) = config("  ca = \"/dev/zero\"\n");
+    let err = resolve_with(dev_ca, &reference, &anonymous, BUDGET).unwrap_err();
+    assert!(matches!(err, RegistryError::Endpoint { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
 }

@@ -361,7 +361,7 @@ fn commit_binding_needs_the_source_label_and_the_remote_in_evidence() {
     assert_eq!(out["verdict"]["passed"], true);
     assert_eq!(out["verdict"]["bound"], false);
     assert!(
-        reason(&out).contains("source label is Some(\"https://github.com/attacker/hello\")"),
+        reason(&out).contains("source label is \"https://github.com/attacker/hello\""),
         "{}",
         reason(&out)
     );

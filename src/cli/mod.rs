@@ -1,6 +1,17 @@
 //! The command line: one file per command, each turning flags into library calls and results
 //! into text or JSON, and errors into the documented exit codes.
 
+/// `println!` that gives up quietly when standard output is gone (a closed pipe: `| head`):
+/// the report is lost either way, and the exit code must stay the documented one rather than a
+/// panic's 101.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod audit;
 mod policy_check;
 mod resolve;
 mod review;
@@ -48,6 +59,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Judge one AdmissionReview through the webhook's code and print the answer.
     Review(review::ReviewArgs),
+    /// List the workloads running in the cluster with their images (by spec and by what runs)
+    /// and the decision each would get now, or under candidate policies.
+    Audit(audit::AuditArgs),
 }
 
 /// `attestgate policy ...`.
@@ -74,6 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Resolve(args) => resolve::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Review(args) => review::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     ExitCode::from(code)
 }

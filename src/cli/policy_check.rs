@@ -44,7 +44,7 @@ pub(super) fn run(args: PolicyCheckArgs) -> u8 {
         }
         Err(message) => {
             if args.output == Output::Json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({"error": message, "exit_code": EXIT_USAGE})
                 );
@@ -137,7 +137,7 @@ fn check_signature(
 
 fn print(findings: &[Finding], output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::json!({ "findings": findings }));
+        out!("{}", serde_json::json!({ "findings": findings }));
         return;
     }
     for f in findings {
@@ -147,14 +147,14 @@ fn print(findings: &[Finding], output: Output) {
             Severity::Info => "info   ",
         };
         if f.location.is_empty() {
-            println!("{severity}  {}", super::printable(&f.message));
+            out!("{severity}  {}", super::printable(&f.message));
         } else {
             let line = format!("{}: {}", f.location, f.message);
-            println!("{severity}  {}", super::printable(&line));
+            out!("{severity}  {}", super::printable(&line));
         }
     }
     let count = |s| findings.iter().filter(|f| f.severity == s).count();
-    println!(
+    out!(
         "{} errors, {} warnings",
         count(Severity::Error),
         count(Severity::Warning)

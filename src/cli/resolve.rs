@@ -122,7 +122,7 @@ pub(super) fn run(args: ResolveArgs) -> u8 {
         Err((code, message)) => {
             if args.output == Output::Json {
                 let body = serde_json::json!({"error": message, "exit_code": code});
-                println!("{body}");
+                out!("{body}");
             }
             eprintln!("attestgate: {}", printable(&message));
             code
@@ -317,7 +317,7 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
 pub(super) fn print(resolution: &Resolution, output: Output) {
     if output == Output::Json {
         match serde_json::to_string_pretty(resolution) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => out!("{json}"),
             Err(e) => eprintln!("attestgate: {e}"),
         }
         return;
@@ -330,14 +330,14 @@ pub(super) fn print(resolution: &Resolution, output: Output) {
             printable(v.reason.as_deref().unwrap_or("unknown"))
         ),
     };
-    println!("{verdict}");
-    println!(
+    out!("{verdict}");
+    out!(
         "  image    {} -> {}",
         printable(&resolution.reference),
         resolution.digest
     );
     for identity in resolution.identities.iter().skip(1) {
-        println!(
+        out!(
             "  {:<8} {}{}",
             identity.kind.replace("platform_manifest", "platform"),
             identity.digest,
@@ -348,15 +348,15 @@ pub(super) fn print(resolution: &Resolution, output: Output) {
                 .unwrap_or_default()
         );
     }
-    println!(
+    out!(
         "  commit   {}  source {}",
         resolution.commit.as_deref().map_or("-".into(), printable),
         resolution.source.as_deref().map_or("-".into(), printable)
     );
     if resolution.subjects.len() > 1 {
-        println!("  subjects the {} digests above", resolution.subjects.len());
+        out!("  subjects the {} digests above", resolution.subjects.len());
     } else {
-        println!("  subjects {}", resolution.subjects.join(", "));
+        out!("  subjects {}", resolution.subjects.join(", "));
     }
     for item in &resolution.evidence {
         let at = match (&item.gitoid, &item.path) {
@@ -365,7 +365,7 @@ pub(super) fn print(resolution: &Resolution, output: Output) {
             (None, None) => "-".into(),
         };
         let state = if item.passed { "passed" } else { "rejected" };
-        println!(
+        out!(
             "  evidence step {} {state}: {}{}",
             printable(&item.step),
             printable(&at),

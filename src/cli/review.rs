@@ -73,7 +73,7 @@ pub(super) fn run(args: ReviewArgs) -> u8 {
         Reply::Review(bytes) => {
             let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             match serde_json::to_string_pretty(&value) {
-                Ok(text) => println!("{text}"),
+                Ok(text) => out!("{text}"),
                 Err(e) => eprintln!("attestgate: {e}"),
             }
             let allowed = value

@@ -140,7 +140,7 @@ impl Failure {
         };
         if output == Output::Json {
             let body = serde_json::json!({"passed": false, "error": message, "exit_code": code});
-            println!("{body}");
+            out!("{body}");
         }
         eprintln!("attestgate: {message}");
         code
@@ -366,7 +366,7 @@ fn seeds(args: &VerifyArgs) -> Result<Vec<String>, Failure> {
 fn print_verification(verification: &Verification, output: Output) {
     if output == Output::Json {
         match serde_json::to_string_pretty(verification) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => out!("{json}"),
             Err(e) => eprintln!("attestgate: {e}"),
         }
         return;
@@ -376,9 +376,9 @@ fn print_verification(verification: &Verification, output: Output) {
     } else {
         "FAILED"
     };
-    println!("{verdict}  policy sha256:{}", verification.policy_digest);
+    out!("{verdict}  policy sha256:{}", verification.policy_digest);
     if let Some(failure) = &verification.policy_failure {
-        println!("  policy: {failure}");
+        out!("  policy: {failure}");
     }
     for step in &verification.steps {
         if step.passed {
@@ -390,7 +390,7 @@ fn print_verification(verification: &Verification, output: Output) {
                     None => c.reference.to_string(),
                 })
                 .collect();
-            println!(
+            out!(
                 "  step {}: passed ({})",
                 step.step,
                 printable(&refs.join(", "))
@@ -398,7 +398,7 @@ fn print_verification(verification: &Verification, output: Output) {
             continue;
         }
         if step.rejected.is_empty() {
-            println!(
+            out!(
                 "  step {}: FAILED: no collection for this step carries the subjects or their back-references",
                 step.step
             );
@@ -406,14 +406,14 @@ fn print_verification(verification: &Verification, output: Output) {
         for rejected in &step.rejected {
             for reason in &rejected.reasons {
                 let line = format!("{}: {reason}", rejected.reference);
-                println!("  step {}: FAILED: {}", step.step, printable(&line));
+                out!("  step {}: FAILED: {}", step.step, printable(&line));
             }
         }
     }
     for ignored in &verification.ignored_evidence {
         for reason in &ignored.reasons {
             let line = format!("{}: {reason}", ignored.reference);
-            println!("  ignored evidence {}", printable(&line));
+            out!("  ignored evidence {}", printable(&line));
         }
     }
 }

@@ -52,6 +52,9 @@ pub(super) struct ConfigFile {
     /// Cache sizes and lifetimes.
     #[serde(default)]
     pub cache: CacheFile,
+    /// How the Kubernetes API is reached (pull secrets).
+    #[serde(default)]
+    pub kubernetes: KubernetesFile,
 }
 
 /// `server:`.
@@ -196,6 +199,24 @@ pub(super) struct RegistryFile {
     pub request_timeout: Option<Seconds>,
     pub max_retries: Option<u32>,
     pub max_concurrent_per_registry: Option<usize>,
+    pub pull_secrets: Option<PullSecretsFile>,
+}
+
+/// `registry.pullSecrets:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct PullSecretsFile {
+    #[serde(default)]
+    pub enabled: bool,
+    pub refresh: Option<Seconds>,
+}
+
+/// `kubernetes:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct KubernetesFile {
+    pub kubeconfig: Option<PathBuf>,
+    pub request_timeout: Option<Seconds>,
 }
 
 /// `credentialProviders:`.

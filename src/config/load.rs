@@ -14,8 +14,8 @@ use super::file::{
 };
 use super::pattern::ImagePattern;
 use super::{
-    CacheSettings, Config, ConfigError, Denylist, Exception, ExceptionTarget, NoMatch, PolicyEntry,
-    ServerSettings, MAX_CONFIG_BYTES,
+    CacheSettings, Config, ConfigError, Denylist, Exception, ExceptionTarget, KubernetesSettings,
+    NoMatch, PolicyEntry, PullSecretSettings, ServerSettings, MAX_CONFIG_BYTES,
 };
 use crate::admission::Mode;
 use crate::crypto::{Certificate, PublicKey, VerifiedSigner};
@@ -38,6 +38,12 @@ const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
 /// Time kept between the deadline and the API server's timeout for the answer to travel.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_IMAGES: usize = 64;
+/// How long a pull secret read from the API is used before it is read again.
+const DEFAULT_PULL_SECRETS_REFRESH: Duration = Duration::from_secs(60);
+/// The longest `registry.pullSecrets.refresh` accepted.
+const MAX_PULL_SECRETS_REFRESH: Duration = Duration::from_secs(3600);
+/// How long one Kubernetes API request may take.
+const DEFAULT_KUBERNETES_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Config {
     /// Reads, checks and loads the config at `path`. Relative paths in it are relative to the
@@ -61,8 +67,67 @@ impl Config {
             path: path.to_path_buf(),
             base,
             now: OffsetDateTime::now_utc(),
+            watched: std::cell::RefCell::default(),
         }
         .load(file, bytes)
+    }
+
+    /// Loads the config at `path` with candidate policy files in place of the files its
+    /// policies point to (what `attestgate audit --policy` judges with before a candidate is
+    /// rolled out): each pair names the policy (`None`: the config's only policy) and the
+    /// candidate file, which is verified with that policy's own trust. A candidate replaces the
+    /// policy's `policyDigest` pin too; a relative file is relative to the current directory.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file and key; a name no policy has, or no name when the
+    /// config has several policies, is [`ConfigError::Invalid`] on `policies`.
+    pub fn load_with_candidates(
+        path: &Path,
+        candidates: &[(Option<String>, PathBuf)],
+    ) -> Result<Self, ConfigError> {
+        let bytes = read_file(path, MAX_CONFIG_BYTES).map_err(ConfigError::Read)?;
+        let mut file = parse(path, &bytes)?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "policies".into(),
+            message,
+        };
+        for (name, candidate) in candidates {
+            let names: Vec<String> = file.policies.iter().map(|p| p.name.clone()).collect();
+            let policy = match name {
+                Some(name) => file
+                    .policies
+                    .iter_mut()
+                    .find(|p| &p.name == name)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "no policy is named {name:?} (candidate {}; policies: {})",
+                            candidate.display(),
+                            names.join(", ")
+                        ))
+                    })?,
+                None => match file.policies.as_mut_slice() {
+                    [only] => only,
+                    _ => {
+                        return Err(invalid(format!(
+                            "name the policy candidate {} replaces, as NAME=FILE (policies: {})",
+                            candidate.display(),
+                            names.join(", ")
+                        )))
+                    }
+                },
+            };
+            policy.policy = std::path::absolute(candidate).unwrap_or_else(|_| candidate.clone());
+            policy.policy_digest = None;
+        }
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Loader {
+            path: path.to_path_buf(),
+            base,
+            now: OffsetDateTime::now_utc(),
+            watched: std::cell::RefCell::default(),
+        }
+        .load(file, &bytes)
     }
 
     /// Refuses `self` as the successor of `previous` when it would downgrade a policy: a policy
@@ -151,6 +216,8 @@ struct Loader {
     path: PathBuf,
     base: PathBuf,
     now: OffsetDateTime,
+    /// Every file and folder the load read, for change detection.
+    watched: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl Loader {
@@ -171,7 +238,15 @@ impl Loader {
     }
 
     fn read(&self, key: &str, path: &Path, limit: u64) -> Result<Vec<u8>, ConfigError> {
-        read_file(&self.resolve(path), limit).map_err(|e| self.invalid(key, e))
+        let path = self.watch(path);
+        read_file(&path, limit).map_err(|e| self.invalid(key, e))
+    }
+
+    /// `path` resolved, and remembered as one the loaded config depends on.
+    fn watch(&self, path: &Path) -> PathBuf {
+        let path = self.resolve(path);
+        self.watched.borrow_mut().push(path.clone());
+        path
     }
 
     fn load(&self, file: ConfigFile, bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -242,6 +317,46 @@ impl Loader {
             keyring: Arc::new(keyring),
             credential_providers: credential_providers.map(Arc::new),
             cache: self.cache(&file)?,
+            pull_secrets: self.pull_secrets(&file.registry)?,
+            kubernetes: self.kubernetes(&file)?,
+            // Last: every file above has been read by now.
+            watched: self.watched.take(),
+        })
+    }
+
+    fn pull_secrets(
+        &self,
+        registry: &RegistryFile,
+    ) -> Result<Option<PullSecretSettings>, ConfigError> {
+        let Some(file) = registry.pull_secrets.as_ref().filter(|p| p.enabled) else {
+            return Ok(None);
+        };
+        let refresh = file.refresh.map_or(DEFAULT_PULL_SECRETS_REFRESH, |d| d.0);
+        if refresh.is_zero() || refresh > MAX_PULL_SECRETS_REFRESH {
+            return Err(self.invalid(
+                "registry.pullSecrets.refresh",
+                format!(
+                    "{} ms must be above zero and at most {} s: a revoked secret must stop \
+                     serving soon",
+                    refresh.as_millis(),
+                    MAX_PULL_SECRETS_REFRESH.as_secs()
+                ),
+            ));
+        }
+        Ok(Some(PullSecretSettings { refresh }))
+    }
+
+    fn kubernetes(&self, file: &ConfigFile) -> Result<KubernetesSettings, ConfigError> {
+        let kubernetes = &file.kubernetes;
+        let request_timeout = kubernetes
+            .request_timeout
+            .map_or(DEFAULT_KUBERNETES_TIMEOUT, |d| d.0);
+        if request_timeout.is_zero() {
+            return Err(self.invalid("kubernetes.requestTimeout", "must be above zero"));
+        }
+        Ok(KubernetesSettings {
+            kubeconfig: kubernetes.kubeconfig.as_deref().map(|p| self.resolve(p)),
+            request_timeout,
         })
     }
 
@@ -301,7 +416,7 @@ impl Loader {
         }
         if let Some(dir) = &registry.mirrors_dir {
             config.mirrors = Some(
-                Mirrors::from_dir(&self.resolve(dir))
+                Mirrors::from_dir(&self.watch(dir))
                     .map_err(|e| self.invalid("registry.mirrorsDir", crate::display_chain(&e)))?,
             );
         }
@@ -346,7 +461,7 @@ impl Loader {
         let providers = match &registry.credential_providers {
             None => None,
             Some(p) => Some(
-                CredentialProviders::from_file(&self.resolve(&p.config), self.resolve(&p.bin_dir))
+                CredentialProviders::from_file(&self.watch(&p.config), self.resolve(&p.bin_dir))
                     .map_err(|e| {
                         self.invalid("registry.credentialProviders", crate::display_chain(&e))
                     })?,
@@ -465,6 +580,15 @@ impl Loader {
                          build's image with a good commit",
                     ));
                 }
+                if !looks_like_repository(source) {
+                    return Err(self.invalid(
+                        format!("{key}.expectedSource"),
+                        format!(
+                            "{source:?} is not a repository URL (https://github.com/org/repo or \
+                             git@host:org/repo)"
+                        ),
+                    ));
+                }
                 Ok(Binding::Commit {
                     source: source.clone(),
                 })
@@ -573,11 +697,11 @@ impl Loader {
                 "names no evidence source: give directories, files or archivista",
             ));
         }
-        let files: Vec<PathBuf> = evidence.files.iter().map(|p| self.resolve(p)).collect();
+        let files: Vec<PathBuf> = evidence.files.iter().map(|p| self.watch(p)).collect();
         let mut source = FileSource::from_paths(&files)
             .map_err(|e| self.invalid(format!("{key}.files"), crate::display_chain(&e)))?;
         for (i, dir) in evidence.directories.iter().enumerate() {
-            source.merge(FileSource::from_directory(self.resolve(dir)).map_err(|e| {
+            source.merge(FileSource::from_directory(self.watch(dir)).map_err(|e| {
                 self.invalid(format!("{key}.directories[{i}]"), crate::display_chain(&e))
             })?);
         }
@@ -673,7 +797,7 @@ impl Loader {
                 self.invalid(
                     format!("{key}.expires"),
                     format!(
-                        "{:?} is not a date (2027-01-31) or an RFC 3339 time",
+                        "{:?} is not a date such as 2027-01-31 or an RFC 3339 time",
                         e.expires
                     ),
                 )
@@ -753,6 +877,25 @@ fn parse_expiry(text: &str) -> Option<OffsetDateTime> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = time::Date::parse(text, &format).ok()?;
     Some(date.next_day()?.midnight().assume_utc())
+}
+
+/// `scheme://host/path` or scp-style `user@host:path`, as repositories are written.
+fn looks_like_repository(text: &str) -> bool {
+    let no_space = !text.chars().any(char::is_whitespace);
+    let url = text
+        .split_once("://")
+        .and_then(|(scheme, rest)| {
+            rest.split_once('/')
+                .map(|(host, path)| (scheme, host, path))
+        })
+        .is_some_and(|(scheme, host, path)| {
+            !scheme.is_empty() && !host.is_empty() && !path.trim_matches('/').is_empty()
+        });
+    let scp = text
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty() && !path.starts_with('/'));
+    no_space && (url || scp)
 }
 
 /// A name usable in metrics labels, annotations and messages.

@@ -36,6 +36,9 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
+    /// Every other file and folder the load read (policies, keys, certificates, evidence,
+    /// docker configs, mirrors): a change to any of them calls for a reload.
+    pub watched: Vec<PathBuf>,
     /// `sha256:` of the file's bytes.
     pub digest: String,
     /// The HTTPS server.
@@ -70,6 +73,28 @@ pub struct Config {
     pub credential_providers: Option<Arc<CredentialProviders>>,
     /// Decision cache settings.
     pub cache: CacheSettings,
+    /// Opt-in (`registry.pullSecrets`): the credentials of the pod's image pull secrets, read
+    /// through the Kubernetes API; `None` is off.
+    pub pull_secrets: Option<PullSecretSettings>,
+    /// How the Kubernetes API is reached.
+    pub kubernetes: KubernetesSettings,
+}
+
+/// `registry.pullSecrets`: the pod's image pull secrets (and its service account's), read
+/// through the Kubernetes API, searched before the config's own docker configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullSecretSettings {
+    /// How long a secret or service account read from the API is used before it is read again.
+    pub refresh: Duration,
+}
+
+/// `kubernetes`: the API server the webhook reads pull secrets from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// A kubeconfig file; `None` is the pod's own service account (in-cluster config).
+    pub kubeconfig: Option<PathBuf>,
+    /// How long one API request may take (never past the review's deadline).
+    pub request_timeout: Duration,
 }
 
 /// The server part of the config.
@@ -167,8 +192,8 @@ impl Exception {
             ExceptionTarget::Image(p) => p.to_string(),
             ExceptionTarget::Digest(d) => d.to_string(),
         };
-        let until = self
-            .expires
+        // The last second it applies: a date in the config holds through that day.
+        let until = (self.expires - time::Duration::SECOND)
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         format!("{target} (owner {}, until {until})", self.owner)

@@ -44,6 +44,14 @@ pub enum PatternError {
     /// `***` or worse.
     #[error("image pattern {0:?} has more than two '*' in a row")]
     Stars(String),
+    /// An empty path segment (`host/`, `host//x`).
+    #[error("image pattern {0:?} has an empty repository segment")]
+    EmptySegment(String),
+    /// Upper case in the repository path, which no reference can have.
+    #[error(
+        "image pattern {0:?} has upper case in its repository path, which no image name can have"
+    )]
+    Uppercase(String),
     /// Over the length cap.
     #[error("image pattern is longer than 512 characters")]
     TooLong,
@@ -75,6 +83,16 @@ impl ImagePattern {
         if text.contains("***") {
             return Err(PatternError::Stars(text.to_string()));
         }
+        let (host, path) = text.split_once('/').unwrap_or((text, ""));
+        if path.is_empty() || path.split('/').any(str::is_empty) {
+            return Err(PatternError::EmptySegment(text.to_string()));
+        }
+        if path.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(PatternError::Uppercase(text.to_string()));
+        }
+        // Host names are compared in lower case, as references are.
+        let lowered = format!("{}/{path}", host.to_ascii_lowercase());
+        let text = lowered.as_str();
         let mut parts = Vec::new();
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {
@@ -89,11 +107,18 @@ impl ImagePattern {
                 parts.push(Part::Literal(c));
             }
         }
-        // `index.docker.io/...` names Docker Hub, which references normalise to `docker.io`.
-        let parts = match text.strip_prefix("index.docker.io/") {
-            Some(_) => {
+        // Docker Hub's other host names denote `docker.io`, as references are normalised.
+        let parts = match [
+            "index.docker.io",
+            "registry-1.docker.io",
+            "registry.hub.docker.com",
+        ]
+        .into_iter()
+        .find(|alias| host.eq_ignore_ascii_case(alias))
+        {
+            Some(alias) => {
                 let mut normal: Vec<Part> = "docker.io".chars().map(Part::Literal).collect();
-                normal.extend(parts.into_iter().skip("index.docker.io".len()));
+                normal.extend(parts.into_iter().skip(alias.len()));
                 normal
             }
             None => parts,
@@ -196,5 +221,34 @@ mod tests {
             assert!(err.contains(want), "{bad}: {err}");
         }
         assert!(ImagePattern::new("localhost:5000/app").is_ok());
+        for (bad, want) in [
+            ("127.0.0.1:5000/", "empty"),
+            ("127.0.0.1:5000/team//app", "empty"),
+            ("127.0.0.1:5000/TEAM/**", "upper case"),
+        ] {
+            let err = ImagePattern::new(bad).unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn host_names_match_in_any_case_and_docker_hub_under_any_name() {
+        assert!(matches(
+            "LOCALHOST:5000/team/**",
+            "localhost:5000/team/app:v1"
+        ));
+        assert!(matches(
+            "localhost:5000/team/**",
+            "LocalHost:5000/team/app:v1"
+        ));
+        assert!(matches(
+            "docker.io/library/*",
+            "registry-1.docker.io/library/nginx:1"
+        ));
+        assert!(matches("registry-1.docker.io/library/nginx", "nginx"));
+        assert!(matches(
+            "docker.io/library/nginx",
+            "Registry.Hub.Docker.com/library/nginx"
+        ));
     }
 }

@@ -1,7 +1,9 @@
 //! The decision cache: what a policy said about an image, by everything that decides it.
 //!
 //! Keyed by the image's pinned digest, the policy (its digest and the settings around it:
-//! trust, binding, evidence source) — a new config builds a new cache, so a reload flushes it.
+//! trust, binding, evidence source) and the fingerprint of the registry credentials the image
+//! was resolved with (so an answer reached with one tenant's pull secret is never served to
+//! another) — a new config builds a new cache, so a reload flushes it.
 //! Bounded in bytes (oldest evicted first). A passing entry lives for the configured TTL but
 //! never past the policy's expiry or the `notAfter` of a certificate checked at the
 //! verification time; a failing one for a short TTL; errors are never stored. A passing entry
@@ -34,6 +36,7 @@ impl Judged {
         OVERHEAD
             + key.digest.len()
             + key.policy.len()
+            + key.credentials.len()
             + self.reason.as_ref().map_or(0, String::len)
             + self.evidence.iter().map(|e| e.len() + 24).sum::<usize>()
             + self.signers.iter().map(|s| s.len() + 24).sum::<usize>()
@@ -47,6 +50,8 @@ pub(crate) struct Key {
     pub(crate) digest: String,
     /// `name@sha256:policy` plus the digest of its settings.
     pub(crate) policy: String,
+    /// The fingerprint (a hash) of the registry credentials the image was resolved with.
+    pub(crate) credentials: String,
 }
 
 #[derive(Debug)]
@@ -203,6 +208,7 @@ mod tests {
         Key {
             digest: format!("sha256:{n:064}"),
             policy: "p@sha256:00".into(),
+            credentials: "anonymous".into(),
         }
     }
 
@@ -226,6 +232,21 @@ mod tests {
         assert!(cache.bytes() <= 2_000, "{}", cache.bytes());
         assert!(cache.get(&key(99), false).is_some());
         assert!(cache.get(&key(0), false).is_none());
+    }
+
+    #[test]
+    fn an_answer_serves_only_the_credentials_it_was_reached_with() {
+        let cache = DecisionCache::new(
+            1 << 20,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            None,
+        );
+        cache.insert(key(1), judged(true));
+        let mut other_tenant = key(1);
+        other_tenant.credentials = "tenant-b".into();
+        assert!(cache.get(&other_tenant, true).is_none());
+        assert_eq!(cache.get(&key(1), false).map(|x| x.1), Some(Lookup::Fresh));
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! a verification runs on the blocking pool (Rego evaluation is synchronous) with its own time
 //! budget, so one that misses a request's deadline can finish in the background (a capped
 //! number at once) and fill the cache for the controller's retry.
+//!
+//! A request may bring registry credentials of its own (the pod's image pull secrets, see
+//! [`crate::cluster::PullSecrets`]); they are searched before the config's docker configs and
+//! credential providers, and the decision cache key holds a hash of the credentials the image
+//! was resolved with, so an answer obtained with one tenant's secret never serves another.
 
 mod cache;
 
@@ -20,9 +25,10 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::cluster::PullSecrets;
 use crate::config::{Config, ExceptionTarget, NoMatch, PolicyEntry};
 use crate::image::binding::Binding;
-use crate::image::{ImageReference, RegistryError, ResolvedImage};
+use crate::image::{ImageReference, Keyring, RegistryCredentials, RegistryError, ResolvedImage};
 use crate::resolve::{describe, judge, ResolveError};
 use cache::{DecisionCache, Judged, Key, Lookup};
 
@@ -171,6 +177,8 @@ pub struct Decider {
 #[derive(Debug)]
 struct Inner {
     config: Arc<Config>,
+    /// Reads pods' image pull secrets, when the config turns that on.
+    pull_secrets: Option<Arc<PullSecrets>>,
     cache: DecisionCache,
     flights: Mutex<HashMap<Key, Flight>>,
     background: AtomicUsize,
@@ -197,6 +205,9 @@ impl Decider {
                     settings.failed_decisions_ttl,
                     settings.stale_if_error,
                 ),
+                pull_secrets: config
+                    .pull_secrets
+                    .map(|settings| Arc::new(PullSecrets::new(settings, &config.kubernetes))),
                 config,
                 flights: Mutex::default(),
                 background: AtomicUsize::new(0),
@@ -209,13 +220,31 @@ impl Decider {
         &self.inner.config
     }
 
+    /// The reader of pods' image pull secrets, when `registry.pullSecrets` is on.
+    pub fn pull_secrets(&self) -> Option<&Arc<PullSecrets>> {
+        self.inner.pull_secrets.as_ref()
+    }
+
     /// Verifications still running after every request waiting for them gave up.
     pub fn background_verifications(&self) -> usize {
         self.inner.background.load(Ordering::Relaxed)
     }
 
-    /// Decides `image` (as written in the object) before `deadline`.
+    /// Decides `image` (as written in the object) before `deadline`, with the config's own
+    /// registry credentials.
     pub async fn decide(&self, image: &str, deadline: Instant) -> ImageDecision {
+        self.decide_with(image, None, deadline).await
+    }
+
+    /// Decides `image` (as written in the object) before `deadline` for a pod whose image pull
+    /// secrets are `pull_secrets`: their most specific match is used, as the kubelet does,
+    /// before the config's docker configs and credential providers.
+    pub async fn decide_with(
+        &self,
+        image: &str,
+        pull_secrets: Option<&Keyring>,
+        deadline: Instant,
+    ) -> ImageDecision {
         let config = &self.inner.config;
         let reference = match ImageReference::parse(image) {
             Ok(r) => r,
@@ -286,7 +315,7 @@ impl Decider {
             };
         }
 
-        let resolved = match self.resolve(&reference, deadline).await {
+        let (resolved, credentials) = match self.resolve(&reference, pull_secrets, deadline).await {
             Ok(r) => r,
             Err(failure) => return ImageDecision::failed(image, failure),
         };
@@ -332,7 +361,7 @@ impl Decider {
         let answers = futures_util::future::join_all(
             policies
                 .iter()
-                .map(|entry| self.judged(&reference, &resolved, entry, deadline)),
+                .map(|entry| self.judged(&reference, &resolved, &credentials, entry, deadline)),
         )
         .await;
         decision.policies = policies.iter().map(|p| p.label()).collect();
@@ -399,30 +428,22 @@ impl Decider {
         decision
     }
 
+    /// Resolves the image with the credentials the kubelet would use; returns it with the
+    /// fingerprint of those credentials.
     async fn resolve(
         &self,
         reference: &ImageReference,
+        pull_secrets: Option<&Keyring>,
         deadline: Instant,
-    ) -> Result<ResolvedImage, Failure> {
+    ) -> Result<(ResolvedImage, String), Failure> {
         let config = &self.inner.config;
-        let credentials = tokio::time::timeout_at(deadline, config.credentials_for(reference))
-            .await
-            .map_err(|_| Failure {
-                outcome: Outcome::Error(
-                    "the registry credential providers did not answer in time".into(),
-                ),
-                detail: "credential provider timeout".into(),
-                upstream: Some("credentials"),
-            })?
-            .map_err(|e| Failure {
-                outcome: Outcome::Error(
-                    "the registry credential provider failed (details in the webhook's logs)"
-                        .into(),
-                ),
-                detail: crate::display_chain(&e),
-                upstream: Some("credentials"),
-            })?;
-        config
+        let from_pod = pull_secrets.and_then(|k| k.lookup(reference).into_iter().next());
+        let credentials = match from_pod {
+            Some(found) => RegistryCredentials::from_found(Some(found)),
+            None => self.config_credentials(reference, deadline).await?,
+        };
+        let fingerprint = credentials.fingerprint();
+        let resolved = config
             .registry
             .resolve(reference, &credentials, deadline)
             .await
@@ -440,6 +461,33 @@ impl Decider {
                     },
                     detail: crate::display_chain(&e),
                 }
+            })?;
+        Ok((resolved, fingerprint))
+    }
+
+    /// The config's own credentials for `reference`: docker configs, then credential providers.
+    async fn config_credentials(
+        &self,
+        reference: &ImageReference,
+        deadline: Instant,
+    ) -> Result<RegistryCredentials, Failure> {
+        let config = &self.inner.config;
+        tokio::time::timeout_at(deadline, config.credentials_for(reference))
+            .await
+            .map_err(|_| Failure {
+                outcome: Outcome::Error(
+                    "the registry credential providers did not answer in time".into(),
+                ),
+                detail: "credential provider timeout".into(),
+                upstream: Some("credentials"),
+            })?
+            .map_err(|e| Failure {
+                outcome: Outcome::Error(
+                    "the registry credential provider failed (details in the webhook's logs)"
+                        .into(),
+                ),
+                detail: crate::display_chain(&e),
+                upstream: Some("credentials"),
             })
     }
 
@@ -449,12 +497,14 @@ impl Decider {
         &self,
         reference: &ImageReference,
         resolved: &Arc<ResolvedImage>,
+        credentials: &str,
         entry: &Arc<PolicyEntry>,
         deadline: Instant,
     ) -> Result<(Judged, CacheUse), Unverified> {
         let key = Key {
             digest: resolved.digest.to_string(),
             policy: format!("{}|{}", entry.label(), entry.settings_digest),
+            credentials: credentials.to_string(),
         };
         if let Some((judged, Lookup::Fresh)) = self.inner.cache.get(&key, false) {
             return Ok((judged, CacheUse::Hit));
@@ -718,8 +768,8 @@ fn expired_note(config: &Config, reference: &ImageReference, now: OffsetDateTime
                 && matches!(&e.target, ExceptionTarget::Image(p) if p.matches(reference))
         })
         .map(|e| {
-            let until = e
-                .expires
+            // The last day it applied (a date in the config holds through that day).
+            let until = (e.expires - time::Duration::SECOND)
                 .format(time::macros::format_description!("[year]-[month]-[day]"))
                 .unwrap_or_default();
             format!("exception expired {until} (owner {}); ", e.owner)

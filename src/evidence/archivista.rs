@@ -2,6 +2,11 @@
 //! paged and bounded, then parallel downloads whose bytes must hash to the gitoid they were
 //! asked for.
 //!
+//! A request answered 429, 502, 503 or 504 is retried twice with backoff (within the caller's
+//! deadline); a download the server still cannot serve (429, 5xx) fails the round as an outage
+//! (a verification error, never cached), rather than rejecting the candidate, which would fail
+//! the policy and be cached as a violation.
+//!
 //! Downloaded envelopes are cached by gitoid (they were hash-checked, so they never go stale)
 //! within a byte budget; search answers for a few seconds, empty ones for less, errors never;
 //! concurrent identical searches share one request. The caches live in the source and are
@@ -13,6 +18,7 @@
 //! verified by the policy engine.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +44,11 @@ pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Default number of downloads in flight.
 pub const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 8;
+/// Retries of a request answered 429, 502, 503 or 504 (a server or proxy asking to come back
+/// later), so at most this plus one attempts; the caller's deadline still bounds them.
+pub const MAX_RETRIES: u32 = 2;
+/// Pause before the first retry; it doubles for each further one.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Default total size of the downloaded envelopes kept in memory.
 pub const DEFAULT_ENVELOPE_CACHE_BYTES: usize = 256 * 1024 * 1024;
@@ -456,18 +467,19 @@ impl ArchivistaSource {
     /// Posts a GraphQL request and returns its `data`.
     async fn graphql(&self, document: &str, variables: Value) -> Result<Value, ArchivistaError> {
         let url = format!("{}/query", self.base);
-        let body = json!({"query": document, "variables": variables});
-        let response = self
-            .client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|source| ArchivistaError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let body = json!({"query": document, "variables": variables}).to_string();
+        let response = with_retries(|| {
+            self.client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+        })
+        .await
+        .map_err(|source| ArchivistaError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
         let status = response.status();
         let bytes = read_capped(response, &url, self.config.max_response_bytes).await?;
         if !status.is_success() {
@@ -543,6 +555,11 @@ impl ArchivistaSource {
                     fetch_error: None,
                 },
                 Err(e @ ArchivistaError::Unreachable { .. }) => return Err(e),
+                // A server that is overloaded or failing is an outage, never a bad envelope:
+                // as a candidate's problem it would fail the policy (a violation, and cached).
+                Err(e @ ArchivistaError::Status { status, .. }) if is_outage(status) => {
+                    return Err(e)
+                }
                 Err(e) => Candidate {
                     reference: EvidenceRef::Gitoid(gitoid.clone()),
                     bytes: Arc::from(Vec::new()),
@@ -556,15 +573,12 @@ impl ArchivistaSource {
 
     async fn download(&self, gitoid: &str) -> Result<Vec<u8>, ArchivistaError> {
         let url = format!("{}/download/{gitoid}", self.base);
-        let response =
-            self.client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|source| ArchivistaError::Unreachable {
-                    url: url.clone(),
-                    source,
-                })?;
+        let response = with_retries(|| self.client.get(&url).send())
+            .await
+            .map_err(|source| ArchivistaError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
         if !response.status().is_success() {
             return Err(ArchivistaError::Status {
                 url,
@@ -594,6 +608,37 @@ impl EvidenceSource for ArchivistaSource {
                 source_name: format!("archivista {}", self.base),
                 cause: Box::new(e),
             })
+    }
+}
+
+/// Whether a status says the server could not answer now, rather than anything about what
+/// was asked for.
+fn is_outage(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+/// Sends with `send` until the answer is not 429, 502, 503 or 504, at most [`MAX_RETRIES`]
+/// more times, pausing [`RETRY_BACKOFF`] (doubled each time, less up to half at random so
+/// that clients refused together do not come back together).
+async fn with_retries<F, Fut>(mut send: F) -> Result<reqwest::Response, reqwest::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+{
+    let mut retries = 0;
+    loop {
+        let response = send().await?;
+        let later = matches!(response.status().as_u16(), 429 | 502 | 503 | 504);
+        if !later || retries >= MAX_RETRIES {
+            return Ok(response);
+        }
+        let full = RETRY_BACKOFF.saturating_mul(2u32.saturating_pow(retries));
+        let random =
+            std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+        let permille = u32::try_from(random % 501).unwrap_or(0);
+        tracing::debug!(status = %response.status(), retry = retries + 1, "archivista asked to retry");
+        tokio::time::sleep(full - full * permille / 1000).await;
+        retries += 1;
     }
 }
 
@@ -755,5 +800,106 @@ mod tests {
         let (doc, vars) = source.document(&queries, &pending, &[], &BTreeSet::new());
         assert!(!doc.contains("dsses"), "{doc}");
         assert_eq!(vars["digests"], json!([]));
+    }
+
+    /// A loopback server whose searches are answered 429 `refusals` times before a hit for
+    /// `gitoid`, and whose downloads answer `download_status`; it counts both.
+    async fn refusing_server(
+        refusals: usize,
+        gitoid: &'static str,
+        download_status: u16,
+    ) -> (
+        String,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use axum::http::StatusCode;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (searches, downloads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let app = axum::Router::new()
+            .route(
+                "/query",
+                axum::routing::post({
+                    let searches = searches.clone();
+                    move || async move {
+                        if searches.fetch_add(1, Ordering::SeqCst) < refusals {
+                            return (StatusCode::TOO_MANY_REQUESTS, String::new());
+                        }
+                        let hit = json!({"edges": [{"node": {"gitoidSha256": gitoid, "signatures": []}}],
+                                         "pageInfo": {"hasNextPage": false, "endCursor": null}});
+                        let empty = json!({"edges": [], "pageInfo": {"hasNextPage": false, "endCursor": null}});
+                        (StatusCode::OK, json!({"data": {"s0": hit, "aflock": empty}}).to_string())
+                    }
+                }),
+            )
+            .route(
+                "/download/{gitoid}",
+                axum::routing::get({
+                    let downloads = downloads.clone();
+                    move || async move {
+                        downloads.fetch_add(1, Ordering::SeqCst);
+                        StatusCode::from_u16(download_status).unwrap_or(StatusCode::IM_A_TEAPOT)
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, searches, downloads)
+    }
+
+    #[tokio::test]
+    async fn a_429_is_retried_and_an_overloaded_download_is_an_outage_not_a_bad_envelope() {
+        use std::sync::atomic::Ordering;
+        let gitoid = "4462a729251af54c7699dbca2f7d5bf5759a5fc6273b3cd606da29d531387c86";
+        let queries = vec![StepQuery {
+            step: "build".into(),
+            digests: ["ab".repeat(32)].into_iter().collect(),
+            types: vec![],
+            preferred_keyids: vec![],
+        }];
+
+        // Two 429s, then the answer: the search succeeds; a download answered 503 three
+        // times fails the round (an error), instead of becoming a rejected candidate.
+        let (url, searches, downloads) = refusing_server(2, gitoid, 503).await;
+        let source = ArchivistaSource::new(ArchivistaConfig::new(url)).unwrap();
+        let err = source
+            .search_round(&queries, &BTreeSet::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ArchivistaError::Status { status: 503, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            searches.load(Ordering::SeqCst),
+            3,
+            "two retries, then the answer"
+        );
+        assert_eq!(downloads.load(Ordering::SeqCst), 1 + MAX_RETRIES as usize);
+
+        // More 429s than retries: the search fails with the 429.
+        let (url, searches, _) = refusing_server(10, gitoid, 404).await;
+        let source = ArchivistaSource::new(ArchivistaConfig::new(url)).unwrap();
+        let err = source
+            .search_round(&queries, &BTreeSet::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ArchivistaError::Status { status: 429, .. }),
+            "{err:?}"
+        );
+        assert_eq!(searches.load(Ordering::SeqCst), 1 + MAX_RETRIES as usize);
+
+        // A download the server says it does not have stays a candidate's own problem.
+        let (url, _, downloads) = refusing_server(0, gitoid, 404).await;
+        let source = ArchivistaSource::new(ArchivistaConfig::new(url)).unwrap();
+        let answers = source
+            .search_round(&queries, &BTreeSet::new())
+            .await
+            .unwrap();
+        let problem = answers[0][0].fetch_error.as_deref().unwrap_or_default();
+        assert!(problem.contains("404"), "{problem}");
+        assert_eq!(downloads.load(Ordering::SeqCst), 1, "a 404 is not retried");
     }
 }

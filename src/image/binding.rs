@@ -54,7 +54,10 @@ pub enum BindingError {
     #[error("the image's revision labels cannot be used")]
     Revision(#[source] RevisionError),
     /// The image's source label is absent or names another repository.
-    #[error("the image's source label is {found:?}, not {expected}")]
+    #[error(
+        "the image's org.opencontainers.image.source label is {}, not {expected}",
+        found.as_deref().map_or_else(|| "missing".to_string(), |f| format!("{f:?}"))
+    )]
     SourceLabel {
         /// The label, if any.
         found: Option<String>,

@@ -106,6 +106,13 @@ impl fmt::Display for Digest {
     }
 }
 
+/// Host names that denote Docker Hub, normalised to [`DEFAULT_REGISTRY`].
+const DOCKER_HUB_ALIASES: [&str; 3] = [
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+
 /// A parsed, normalised image reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageReference {
@@ -163,7 +170,10 @@ impl ImageReference {
             }
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string(), true),
         };
-        let registry = if registry == "index.docker.io" {
+        // Host names are case-insensitive: compare them in one case everywhere (patterns,
+        // insecure hosts, credentials, caches). Docker Hub's other names are Docker Hub.
+        let registry = registry.to_ascii_lowercase();
+        let registry = if DOCKER_HUB_ALIASES.contains(&registry.as_str()) {
             DEFAULT_REGISTRY.to_string()
         } else {
             registry

@@ -189,13 +189,21 @@ impl TlsContents {
     }
 }
 
+/// Largest certificate, key or CA file read.
+const MAX_TLS_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a regular file of at most [`MAX_TLS_FILE_BYTES`] (a path swapped for a device or a
+/// huge file must not be read whole), off the async workers.
 async fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    tokio::fs::read(path)
-        .await
-        .map_err(|source| TlsError::Read {
-            path: path.to_owned(),
-            source,
-        })
+    let owned = path.to_owned();
+    let read =
+        tokio::task::spawn_blocking(move || crate::file::read_file(&owned, MAX_TLS_FILE_BYTES))
+            .await
+            .unwrap_or_else(|e| Err(format!("the read task failed: {e}")));
+    read.map_err(|message| TlsError::Read {
+        path: path.to_owned(),
+        source: std::io::Error::other(message),
+    })
 }
 
 fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -7,7 +7,9 @@ use crate::admission::{
     decision, images_to_judge, respond, respond_skip, DecisionRecord, ImageUse, ImageVerdict,
     Judgement, Mode, Outcome, Review,
 };
+use crate::cluster::PodPullSecrets;
 use crate::decision::{CacheUse, Decider, ImageDecision, Outcome as Decided};
+use crate::image::Keyring;
 use crate::server::{Metrics, Reply};
 
 /// Judges one AdmissionReview `body` arriving on `mode`'s path with `decider` (none: no config
@@ -55,7 +57,10 @@ pub async fn judge_review(
                 .map(|(u, _)| error_verdict(&u, mode, &why))
                 .collect()
         }
-        Some(decider) => judge_images(decider, metrics, mode, uses, started).await,
+        Some(decider) => {
+            let keyring = pull_secrets(decider, &review, metrics, started).await;
+            judge_images(decider, keyring.as_ref(), metrics, mode, uses, started).await
+        }
     };
     for v in &verdicts {
         metrics.image_decision(
@@ -116,22 +121,54 @@ pub async fn judge_review(
     encode(&respond(&review, &verdicts))
 }
 
+/// The keyring of the pod's image pull secrets, when the config reads them and the request is
+/// for a Pod or a workload. When the API cannot be read the images are judged without them: an
+/// image that needs them is then refused by its registry (fail closed), one that does not is
+/// judged as the kubelet would pull it.
+async fn pull_secrets(
+    decider: &Decider,
+    review: &Review,
+    metrics: &Metrics,
+    started: Instant,
+) -> Option<Keyring> {
+    let reader = decider.pull_secrets()?;
+    let (namespace, pod) = PodPullSecrets::from_review(review)?;
+    let deadline = started + decider.config().deadline;
+    match reader.keyring(&namespace, &pod, deadline).await {
+        Ok(keyring) => Some(keyring),
+        Err(e) => {
+            metrics.upstream_error("pull_secrets");
+            tracing::warn!(
+                uid = %review.uid,
+                namespace = %namespace,
+                error = %e.text(),
+                "image pull secrets could not be read; judging with the config's credentials"
+            );
+            None
+        }
+    }
+}
+
 /// Decides each unique image once, concurrently, under one deadline.
 async fn judge_images(
     decider: &Decider,
+    pull_secrets: Option<&Keyring>,
     metrics: &Metrics,
     mode: Mode,
     uses: Vec<(ImageUse, Result<(), String>)>,
     started: Instant,
 ) -> Vec<ImageVerdict> {
     let config = decider.config();
+    // `podsOnly` lowers template images to warn; the config's minimum mode is a floor that
+    // nothing lowers.
     let path_mode = mode.max(config.minimum_mode);
     let effective = |u: &ImageUse| {
-        if config.pods_only && u.template {
-            path_mode.min(Mode::Warn)
+        let lowered = if config.pods_only && u.template {
+            mode.min(Mode::Warn)
         } else {
-            path_mode
-        }
+            mode
+        };
+        lowered.max(config.minimum_mode)
     };
     let images = uses.iter().filter(|(_, ok)| ok.is_ok()).count();
     if images > config.max_images_per_request {
@@ -158,7 +195,7 @@ async fn judge_images(
             Ok(()) => verdict(
                 u,
                 effective(u),
-                decider.decide(&u.image, deadline).await,
+                decider.decide_with(&u.image, pull_secrets, deadline).await,
                 metrics,
             ),
         }

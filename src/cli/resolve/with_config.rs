@@ -133,7 +133,7 @@ fn report(
             .collect();
         let body = serde_json::json!({"decision": decision, "policies": policies});
         match serde_json::to_string_pretty(&body) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => out!("{text}"),
             Err(e) => eprintln!("attestgate: {e}"),
         }
         return;
@@ -144,8 +144,8 @@ fn report(
         Outcome::Violation(why) => format!("DENY: {}", printable(why)),
         Outcome::Error(why) => format!("DENY (verification error): {}", printable(why)),
     };
-    println!("{headline}");
-    println!(
+    out!("{headline}");
+    out!(
         "  image    {}{}",
         printable(&decision.image),
         decision
@@ -155,14 +155,14 @@ fn report(
             .unwrap_or_default()
     );
     if !decision.policies.is_empty() {
-        println!("  policies {}", decision.policies.join(", "));
+        out!("  policies {}", decision.policies.join(", "));
     }
     for (name, resolution) in details {
-        println!();
-        println!("policy {}:", printable(name));
+        out!();
+        out!("policy {}:", printable(name));
         match resolution {
             Ok(resolution) => print(resolution, Output::Text),
-            Err(error) => println!("  error: {}", printable(error)),
+            Err(error) => out!("  error: {}", printable(error)),
         }
     }
 }

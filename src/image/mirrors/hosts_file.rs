@@ -79,14 +79,24 @@ impl Place<'_> {
     }
 }
 
+/// Largest `hosts.toml` read.
+const MAX_HOSTS_FILE_BYTES: u64 = 1024 * 1024;
+
 impl HostsFile {
     /// Reads `folder/hosts.toml`, or the certificate files when it is missing or empty.
     pub(super) fn load(folder: &Path) -> Result<Self, MirrorsError> {
         let file = folder.join(HOSTS_FILE);
-        let text = match fs::read_to_string(&file) {
-            Ok(text) => text,
+        let text = match fs::metadata(&file) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(MirrorsError::ReadHostsFile { path: file, source }),
+            // Regular files only, capped: a hosts.toml linked to a device must not be read whole.
+            _ => crate::file::read_file(&file, MAX_HOSTS_FILE_BYTES)
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", file.display()))
+                })
+                .map_err(|message| MirrorsError::ReadHostsFile {
+                    path: file.clone(),
+                    source: io::Error::other(message),
+                })?,
         };
         if text.is_empty() {
             return Self::from_certificate_files(folder);

@@ -226,7 +226,7 @@ impl RegistryCredentials {
     }
 
     /// A hash that tells credentials apart without keeping them as a map key.
-    fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let fields: Vec<&str> = match self {
             Self::Anonymous => vec!["anonymous"],
             Self::Basic { username, password } => vec!["basic", username, password],
@@ -391,8 +391,8 @@ impl Registry {
                 endpoint: endpoint.url(),
                 problem,
             };
-            let pem = std::fs::read(path)
-                .map_err(|e| refuse(format!("its CA file {path:?} cannot be read ({e})")))?;
+            let pem = crate::file::read_file(path, 4 * 1024 * 1024)
+                .map_err(|e| refuse(format!("its CA file cannot be read ({e})")))?;
             let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
             if !certs.is_ok_and(|c| !c.is_empty()) {
                 return Err(refuse(format!(

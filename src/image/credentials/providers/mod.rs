@@ -236,10 +236,15 @@ impl CredentialProviders {
     /// [`CredentialError`] if the file cannot be read, is invalid as the kubelet would judge
     /// it, or names a plugin missing from `bin_dir`.
     pub fn from_file(path: &Path, bin_dir: impl Into<PathBuf>) -> Result<Self, CredentialError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CredentialError::ReadConfig {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        // Regular files only, capped, like every other file the config names.
+        let text = crate::file::read_file(path, 1024 * 1024)
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))
+            })
+            .map_err(|message| CredentialError::ReadConfig {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(message),
+            })?;
         Self::from_config(&text, bin_dir)
     }
 
