@@ -272,3 +272,137 @@ fn encode(value: &serde_json::Value) -> Reply {
         Err(e) => Reply::BadRequest(format!("cannot encode the answer: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::config::Config;
+
+    fn decider(yaml: &str) -> Decider {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        Decider::new(Arc::new(
+            Config::from_bytes(&path, yaml.as_bytes()).unwrap(),
+        ))
+    }
+
+    fn review(kind: &str, spec: Value) -> Vec<u8> {
+        let (group, object) = match kind {
+            "Pod" => ("", json!({"metadata": {"name": "p"}, "spec": spec})),
+            _ => (
+                "apps",
+                json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": spec}}}),
+            ),
+        };
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": group, "version": "v1", "kind": kind},
+                "resource": {"group": group, "version": "v1", "resource": "x"},
+                "namespace": "team",
+                "operation": "CREATE",
+                "object": object,
+            }
+        }))
+        .unwrap()
+    }
+
+    async fn answer(decider: &Decider, mode: Mode, body: &[u8]) -> Value {
+        match judge_review(Some(decider), None, mode, body, &Metrics::new()).await {
+            Reply::Review(bytes) => {
+                serde_json::from_slice::<Value>(&bytes).unwrap()["response"].clone()
+            }
+            Reply::BadRequest(message) => panic!("bad request: {message}"),
+        }
+    }
+
+    fn one_image() -> Value {
+        json!({"containers": [{"name": "app", "image": "127.0.0.1:9/x/app:v1"}]})
+    }
+
+    #[tokio::test]
+    async fn pods_only_lowers_templates_to_warn_and_judges_pods_for_real() {
+        let decider = decider("noMatch: deny\npodsOnly: true\n");
+        let deployment = answer(&decider, Mode::Enforce, &review("Deployment", one_image())).await;
+        assert_eq!(deployment["allowed"], true, "{deployment}");
+        assert!(deployment["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("no policy covers"));
+        let pod = answer(&decider, Mode::Enforce, &review("Pod", one_image())).await;
+        assert_eq!(pod["allowed"], false, "{pod}");
+    }
+
+    #[tokio::test]
+    async fn the_minimum_mode_is_a_floor_that_pods_only_cannot_lower() {
+        let decider = decider("noMatch: deny\npodsOnly: true\nminimumMode: enforce\n");
+        for (kind, mode) in [("Deployment", Mode::Enforce), ("Pod", Mode::Audit)] {
+            let answer = answer(&decider, mode, &review(kind, one_image())).await;
+            assert_eq!(answer["allowed"], false, "{kind} on {mode}: {answer}");
+        }
+        let warn_floor = decider_with_floor_warn();
+        let audited = answer(&warn_floor, Mode::Audit, &review("Pod", one_image())).await;
+        assert_eq!(audited["allowed"], true, "{audited}");
+        assert!(
+            audited["warnings"].is_array(),
+            "warn is the floor: {audited}"
+        );
+    }
+
+    fn decider_with_floor_warn() -> Decider {
+        decider("noMatch: deny\nminimumMode: warn\n")
+    }
+
+    #[tokio::test]
+    async fn more_unique_images_than_the_cap_are_denied_unjudged() {
+        let decider = decider("noMatch: allow\nmaxImagesPerRequest: 2\n");
+        let spec = json!({"containers": [
+            {"name": "a", "image": "127.0.0.1:9/x/a:v1"},
+            {"name": "b", "image": "127.0.0.1:9/x/b:v1"},
+            {"name": "c", "image": "127.0.0.1:9/x/a:v1"},
+        ]});
+        let two = answer(&decider, Mode::Enforce, &review("Pod", spec)).await;
+        assert_eq!(two["allowed"], true, "a repeated image counts once: {two}");
+        let spec = json!({"containers": [
+            {"name": "a", "image": "127.0.0.1:9/x/a:v1"},
+            {"name": "b", "image": "127.0.0.1:9/x/b:v1"},
+            {"name": "c", "image": "127.0.0.1:9/x/c:v1"},
+        ]});
+        let three = answer(&decider, Mode::Enforce, &review("Pod", spec)).await;
+        assert_eq!(three["allowed"], false, "{three}");
+        assert!(
+            three["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("3 images exceed maxImagesPerRequest (2)"),
+            "{three}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_config_every_image_is_a_verification_error() {
+        let body = review("Pod", one_image());
+        let reply = judge_review(
+            None,
+            Some("bad yaml"),
+            Mode::Enforce,
+            &body,
+            &Metrics::new(),
+        )
+        .await;
+        let Reply::Review(bytes) = reply else {
+            panic!("a review answer")
+        };
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        let message = value["response"]["status"]["message"].as_str().unwrap();
+        assert_eq!(value["response"]["allowed"], false);
+        assert!(message.contains("verification error"), "{message}");
+        assert!(message.contains("no loaded config: bad yaml"), "{message}");
+    }
+}
