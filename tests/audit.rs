@@ -762,8 +762,15 @@ fn namespaces(w: &World) {
         ["team-a", "team-b", "team-c", "team-p", "unlabelled"]
     );
 
-    let (code, records) = w.audit_json(&["--namespace", "no-such-namespace"]);
-    assert_eq!((code, records.len()), (0, 0));
+    // A misspelt namespace is an error, not "nothing would be denied" (exit 0).
+    let run = w.audit(&["--namespace", "no-such-namespace", "--output", "json"]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr
+            .contains("namespace no-such-namespace does not exist"),
+        "{}",
+        run.text()
+    );
 }
 
 /// A candidate policy is judged with the config policy's trust before it is rolled out.
@@ -1110,7 +1117,10 @@ fn audit_exits_3_when_the_api_server_cannot_be_reached() {
         let run = attestgate(dir.path(), &args);
         assert_eq!(run.code, 3, "{scope:?}: {}", run.text());
         assert!(
-            run.stderr.contains("the kubernetes api failed to list"),
+            run.stderr.contains("the kubernetes api failed to list")
+                || run
+                    .stderr
+                    .contains("the kubernetes api failed to get namespace"),
             "{}",
             run.stderr
         );

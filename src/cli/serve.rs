@@ -1,11 +1,14 @@
 //! `attestgate serve --config FILE`: the admission webhook over HTTPS.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 
 use super::{printable, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
+use crate::cluster::certificates::{error_text, SelfManaged};
+use crate::cluster::{connect, ApiSource};
+use crate::config::{KubernetesSettings, SelfManagedCertificates};
 use crate::server::{shutdown_signal, Metrics, ServeOptions, Server, DEFAULT_MAX_BODY_BYTES};
 use crate::webhook::Webhook;
 
@@ -70,6 +73,21 @@ async fn serve(args: ServeArgs) -> u8 {
         );
         return EXIT_USAGE;
     };
+    // Self-managed certificates: the files are written before the server reads them.
+    let certificates = match &settings.self_managed_certificates {
+        Some(managed) => {
+            let kubernetes = &decider.config().kubernetes;
+            match self_managed(managed, kubernetes, &cert_file, &key_file).await {
+                Ok(task) => Some(task),
+                Err(message) => {
+                    tracing::error!(error = %message, "self-managed certificates failed; not serving");
+                    eprintln!("attestgate: {}", printable(&message));
+                    return EXIT_UNREACHABLE;
+                }
+            }
+        }
+        None => None,
+    };
     let options = ServeOptions {
         listen: settings.listen,
         health_listen: settings.health_listen,
@@ -83,6 +101,9 @@ async fn serve(args: ServeArgs) -> u8 {
     let server = match Server::bind(webhook.clone(), metrics, options).await {
         Ok(s) => s,
         Err(e) => {
+            if let Some(task) = &certificates {
+                task.abort();
+            }
             let message = crate::display_chain(&e);
             tracing::error!(error = %message, "cannot serve");
             eprintln!("attestgate: {}", printable(&message));
@@ -99,6 +120,9 @@ async fn serve(args: ServeArgs) -> u8 {
     let watcher = tokio::spawn(webhook.clone().watch(settings.reload_interval));
     let outcome = server.run(shutdown_signal()).await;
     watcher.abort();
+    if let Some(task) = certificates {
+        task.abort();
+    }
     match outcome {
         Ok(()) => {
             tracing::info!("stopped");
@@ -111,4 +135,36 @@ async fn serve(args: ServeArgs) -> u8 {
             EXIT_UNREACHABLE
         }
     }
+}
+
+/// Makes or reads the self-managed certificates once (their files written, the webhook
+/// configuration's caBundle set), then starts the task that renews them; the error is a
+/// printable message.
+async fn self_managed(
+    managed: &SelfManagedCertificates,
+    kubernetes: &KubernetesSettings,
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    // Never inferred: the kubeconfig the config names, else the pod's own service account.
+    let source = match &kubernetes.kubeconfig {
+        Some(path) => ApiSource::Kubeconfig(path.clone()),
+        None => ApiSource::InCluster,
+    };
+    let client = connect(&source, kubernetes.request_timeout)
+        .await
+        .map_err(|e| e.text())?;
+    let certificates = SelfManaged::new(
+        client,
+        managed.clone(),
+        cert_file.to_owned(),
+        key_file.to_owned(),
+        kubernetes.request_timeout,
+    );
+    let done = certificates
+        .reconcile()
+        .await
+        .map_err(|e| format!("self-managed certificates: {}", error_text(&e)))?;
+    certificates.log(&done);
+    Ok(tokio::spawn(certificates.run()))
 }

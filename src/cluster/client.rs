@@ -55,6 +55,10 @@ pub enum ClusterError {
         /// What was asked.
         action: String,
     },
+    /// A namespace named on the command line does not exist (a typo must not read as "nothing
+    /// would be denied").
+    #[error("namespace {0} does not exist")]
+    NoSuchNamespace(String),
 }
 
 impl ClusterError {
@@ -73,7 +77,7 @@ impl ClusterError {
             Self::Infer(source) => source.to_string(),
             Self::InCluster(source) => source.to_string(),
             Self::Client(source) | Self::Api { source, .. } => kube_text(source),
-            Self::Timeout { .. } => return self.to_string(),
+            Self::Timeout { .. } | Self::NoSuchNamespace(_) => return self.to_string(),
         };
         format!("{self}: {cause}")
     }

@@ -96,7 +96,21 @@ pub async fn list_pods(
 ) -> Result<Vec<InventoryPod>, ClusterError> {
     let namespaces = match scope {
         Scope::All => return list_in(client, None, timeout).await,
-        Scope::Namespace(namespace) => vec![namespace.clone()],
+        Scope::Namespace(namespace) => {
+            let api: Api<Namespace> = Api::all(client.clone());
+            let action = || format!("get namespace {namespace}");
+            let found = tokio::time::timeout(timeout, api.get_opt(namespace))
+                .await
+                .map_err(|_| ClusterError::Timeout { action: action() })?
+                .map_err(|source| ClusterError::Api {
+                    action: action(),
+                    source,
+                })?;
+            if found.is_none() {
+                return Err(ClusterError::NoSuchNamespace(namespace.clone()));
+            }
+            vec![namespace.clone()]
+        }
         Scope::Labelled => {
             let api: Api<Namespace> = Api::all(client.clone());
             let params = ListParams::default().labels(MODE_LABEL);

@@ -1,12 +1,14 @@
 //! Everything that talks to the Kubernetes API: the client ([`connect`]), the pods' image pull
 //! secrets ([`PullSecrets`]), and the inventory of running workloads that `attestgate audit`
-//! judges ([`inventory`], [`audit`]).
+//! judges ([`inventory`], [`audit`]), and the self-managed serving certificates
+//! ([`certificates`]).
 //!
 //! Reading secrets is the webhook's largest privilege; it is opt-in (`registry.pullSecrets`)
 //! and reads only the secrets a pod names (`get`, never `list`), and its service account.
 //! Nothing here logs or returns a secret's content.
 
 pub mod audit;
+pub mod certificates;
 mod client;
 pub mod inventory;
 mod pull_secrets;

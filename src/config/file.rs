@@ -68,6 +68,20 @@ pub(super) struct ServerFile {
     pub client_ca_file: Option<PathBuf>,
     pub reload_interval: Option<Seconds>,
     pub shutdown_grace: Option<Seconds>,
+    pub self_managed_certificates: Option<SelfManagedCertificatesFile>,
+}
+
+/// `server.selfManagedCertificates:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct SelfManagedCertificatesFile {
+    pub secret_name: String,
+    pub webhook_configuration_name: String,
+    pub service_name: String,
+    pub namespace: String,
+    pub validity: Option<Seconds>,
+    pub renew_before: Option<Seconds>,
+    pub check_interval: Option<Seconds>,
 }
 
 /// `noMatch:`.

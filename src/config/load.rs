@@ -10,12 +10,13 @@ use time::OffsetDateTime;
 
 use super::file::{
     ArchivistaFile, BindingFile, CacheFile, ConfigFile, NoMatchFile, PolicyFile, RegistryFile,
-    TrustFile,
+    ServerFile, TrustFile,
 };
 use super::pattern::ImagePattern;
 use super::{
     CacheSettings, Config, ConfigError, Denylist, Exception, ExceptionTarget, KubernetesSettings,
-    NoMatch, PolicyEntry, PullSecretSettings, ServerSettings, MAX_CONFIG_BYTES,
+    NoMatch, PolicyEntry, PullSecretSettings, SelfManagedCertificates, ServerSettings,
+    MAX_CONFIG_BYTES,
 };
 use crate::admission::Mode;
 use crate::crypto::{Certificate, PublicKey, VerifiedSigner};
@@ -44,6 +45,11 @@ const DEFAULT_PULL_SECRETS_REFRESH: Duration = Duration::from_secs(60);
 const MAX_PULL_SECRETS_REFRESH: Duration = Duration::from_secs(3600);
 /// How long one Kubernetes API request may take.
 const DEFAULT_KUBERNETES_TIMEOUT: Duration = Duration::from_secs(5);
+/// `server.selfManagedCertificates`: a serving certificate lives a year, is renewed 30 days
+/// before it expires, and the Secret is checked every hour.
+const DEFAULT_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+const DEFAULT_CERTIFICATE_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+const DEFAULT_CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 impl Config {
     /// Reads, checks and loads the config at `path`. Relative paths in it are relative to the
@@ -395,7 +401,71 @@ impl Loader {
             shutdown_grace: server
                 .shutdown_grace
                 .map_or(Duration::from_secs(15), |d| d.0),
+            self_managed_certificates: self.self_managed_certificates(server)?,
         })
+    }
+
+    fn self_managed_certificates(
+        &self,
+        server: &ServerFile,
+    ) -> Result<Option<SelfManagedCertificates>, ConfigError> {
+        let Some(file) = &server.self_managed_certificates else {
+            return Ok(None);
+        };
+        let key = |name: &str| format!("server.selfManagedCertificates.{name}");
+        if server.cert_file.is_none() {
+            return Err(self.invalid(
+                "server.selfManagedCertificates",
+                "needs server.certFile and server.keyFile (in a writable folder) to write to",
+            ));
+        }
+        for (name, value) in [
+            ("secretName", &file.secret_name),
+            ("webhookConfigurationName", &file.webhook_configuration_name),
+        ] {
+            if !crate::cluster::is_object_name(value) {
+                return Err(self.invalid(key(name), format!("{value:?} is not an object name")));
+            }
+        }
+        for (name, value) in [
+            ("serviceName", &file.service_name),
+            ("namespace", &file.namespace),
+        ] {
+            if !crate::cluster::is_namespace_name(value) {
+                return Err(self.invalid(key(name), format!("{value:?} is not a dns label")));
+            }
+        }
+        let validity = file.validity.map_or(DEFAULT_CERTIFICATE_VALIDITY, |d| d.0);
+        let renew_before = file
+            .renew_before
+            .map_or(DEFAULT_CERTIFICATE_RENEW_BEFORE, |d| d.0);
+        let check_interval = file
+            .check_interval
+            .map_or(DEFAULT_CERTIFICATE_CHECK_INTERVAL, |d| d.0);
+        if validity < Duration::from_secs(3600) {
+            return Err(self.invalid(key("validity"), "must be at least 1h"));
+        }
+        if renew_before.is_zero() || renew_before >= validity {
+            return Err(self.invalid(
+                key("renewBefore"),
+                "must be above zero and below validity, or every check would renew",
+            ));
+        }
+        if check_interval.is_zero() || check_interval > renew_before {
+            return Err(self.invalid(
+                key("checkInterval"),
+                "must be above zero and at most renewBefore, or a renewal could be missed",
+            ));
+        }
+        Ok(Some(SelfManagedCertificates {
+            secret_name: file.secret_name.clone(),
+            webhook_configuration_name: file.webhook_configuration_name.clone(),
+            service_name: file.service_name.clone(),
+            namespace: file.namespace.clone(),
+            validity,
+            renew_before,
+            check_interval,
+        }))
     }
 
     fn registry(

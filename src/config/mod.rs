@@ -114,6 +114,30 @@ pub struct ServerSettings {
     pub reload_interval: Duration,
     /// How long in-flight reviews may run after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The server makes and rotates its own CA and serving certificate (clusters without
+    /// cert-manager); `None` reads `cert_file` and `key_file` as they are.
+    pub self_managed_certificates: Option<SelfManagedCertificates>,
+}
+
+/// `server.selfManagedCertificates`: the CA and serving certificate kept in a Secret shared by
+/// every replica, written to `certFile`/`keyFile`, and the CA written into the webhook
+/// configuration's `caBundle` (see `crate::cluster::certificates`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfManagedCertificates {
+    /// The `kubernetes.io/tls` Secret that holds the CA and the serving certificate.
+    pub secret_name: String,
+    /// The ValidatingWebhookConfiguration whose entries get the CA as `caBundle`.
+    pub webhook_configuration_name: String,
+    /// The Service the API server calls: the certificate is for `<service>.<namespace>.svc`.
+    pub service_name: String,
+    /// The namespace of the Secret and the Service.
+    pub namespace: String,
+    /// Lifetime of the serving certificate (the CA lives twice as long).
+    pub validity: Duration,
+    /// A certificate (or the CA) expiring within this is replaced.
+    pub renew_before: Duration,
+    /// How often the Secret is checked again after the start.
+    pub check_interval: Duration,
 }
 
 /// What an image no policy matches gets.

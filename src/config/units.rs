@@ -1,4 +1,4 @@
-//! Durations and byte sizes as people write them in YAML: `500ms`, `8s`, `5m`, `1h` (a bare
+//! Durations and byte sizes as people write them in YAML: `500ms`, `8s`, `5m`, `1h`, `30d` (a bare
 //! number is seconds) and `64Mi`, `1Gi`, `512Ki` (a bare number is bytes).
 
 use std::fmt;
@@ -26,6 +26,8 @@ pub(super) fn parse_duration(text: &str) -> Option<Duration> {
         (n, 60.0)
     } else if let Some(n) = text.strip_suffix('h') {
         (n, 3600.0)
+    } else if let Some(n) = text.strip_suffix('d') {
+        (n, 86_400.0)
     } else {
         (text, 1.0)
     };
@@ -79,7 +81,7 @@ impl<'de> Deserialize<'de> for Seconds {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
                 parse_duration(v).map(Seconds).ok_or_else(|| {
                     E::custom(format!(
-                        "{v:?} is not a duration (write 500ms, 8s, 5m or 1h; at most a year)"
+                        "{v:?} is not a duration (write 500ms, 8s, 5m, 1h or 30d; at most a year)"
                     ))
                 })
             }
@@ -128,7 +130,13 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-        for bad in ["", "s", "-1s", "1d", "1e9s", "abc", "NaNs", "9999999h"] {
+        assert_eq!(
+            parse_duration("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        for bad in [
+            "", "s", "-1s", "1w", "1e9s", "abc", "NaNs", "9999999h", "367d",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

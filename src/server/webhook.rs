@@ -52,6 +52,9 @@ enum Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
+        // The API server reports these as "failed calling webhook" without our reason, so the
+        // log is where an operator finds it (an UPDATE of a large object carries it twice).
+        tracing::warn!(refusal = ?self, "refused a request body before review");
         let (status, message) = match self {
             Self::NotJson => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
