@@ -23,9 +23,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +31,8 @@ use attestgate::cluster::PodPullSecrets;
 use attestgate::config::Config;
 use attestgate::decision::{CacheUse, Decider, Outcome};
 use common::{
-    attestgate, require_peer, HtpasswdRegistry, KeyKind, OpensslKey, PlainRegistry, Run,
-    POLICY_TYPE,
+    attestgate, panic_text, require_peers, Cluster, HtpasswdRegistry, KeyKind, OpensslKey,
+    PlainRegistry, Run, CLUSTER_PEERS, POLICY_TYPE,
 };
 use serde_json::{json, Value};
 
@@ -47,49 +45,6 @@ const CATCH_UP: Duration = Duration::from_secs(90);
 
 // ---------------------------------------------------------------------------------------------
 // Tools
-
-/// What one command said.
-#[derive(Debug)]
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn text(&self) -> String {
-        format!("stdout: {}\nstderr: {}", self.stdout, self.stderr)
-    }
-}
-
-/// Runs `program` with `args` (and `stdin`), without any proxy from the environment.
-fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Out {
-    use std::io::Write as _;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("ATTESTGATE_PEERS", common::peers_dir());
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "KUBECONFIG"] {
-        command.env_remove(var).env_remove(var.to_lowercase());
-    }
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()));
-    let mut input = child.stdin.take().unwrap();
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// Polls `check` every 250 ms until it returns `Some`; fails after `timeout`.
 fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
@@ -106,71 +61,11 @@ fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) 
     }
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "(no message)".to_owned())
-}
-
 // ---------------------------------------------------------------------------------------------
 // The cluster
 
-/// etcd, kube-apiserver and kube-controller-manager from `start-cluster.sh`, stopped (by
-/// `stop.sh`, which signals only the processes it recorded) when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    env: BTreeMap<String, String>,
-}
-
+/// Steps of this test on the shared cluster.
 impl Cluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let script = common::root().join("tests/peers/start-cluster.sh");
-        let out = run(
-            Path::new("bash"),
-            &[script.to_str().unwrap(), dir.path().to_str().unwrap()],
-            None,
-        );
-        // Made before the check, so that a half-started cluster is stopped too.
-        let mut cluster = Self {
-            dir,
-            env: BTreeMap::new(),
-        };
-        assert!(out.ok, "start-cluster.sh failed:\n{}", out.text());
-        cluster.env = std::fs::read_to_string(cluster.dir.path().join("cluster.env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        cluster
-    }
-
-    /// The admin kubeconfig.
-    fn kubeconfig(&self) -> PathBuf {
-        PathBuf::from(&self.env["KUBECONFIG"])
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let config = self.kubeconfig();
-        let mut all = vec![
-            "--kubeconfig",
-            config.to_str().unwrap(),
-            "--request-timeout=30s",
-        ];
-        all.extend_from_slice(args);
-        run(Path::new(&self.env["KUBECTL"]), &all, stdin)
-    }
-
-    /// kubectl as the admin; a failure fails the step.
-    fn admin(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.kubectl(args, stdin);
-        assert!(out.ok, "kubectl {args:?} failed:\n{}", out.text());
-        out.stdout
-    }
-
     fn apply(&self, manifest: &Value) {
         self.admin(&["apply", "-f", "-"], Some(&manifest.to_string()));
     }
@@ -188,20 +83,6 @@ impl Cluster {
                 (out.ok && out.stdout.lines().count() == count).then_some(())
             },
         );
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let script = common::root().join("tests/peers/stop.sh");
-        let out = run(
-            Path::new("bash"),
-            &[script.to_str().unwrap(), self.dir.path().to_str().unwrap()],
-            None,
-        );
-        if !out.ok {
-            eprintln!("stop.sh failed:\n{}", out.text());
-        }
     }
 }
 
@@ -980,16 +861,8 @@ fn cached_pass_is_not_shared(w: &World) {
 
 #[test]
 fn audit_and_pull_secrets_against_the_real_kube_apiserver() {
-    let bin = common::peers_dir().join("bin");
-    for peer in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kubectl",
-        "etcd",
-    ] {
-        if !require_peer(&bin.join(peer), "run .ci/peers-cluster.sh") {
-            return;
-        }
+    if !require_peers(&CLUSTER_PEERS, "run .ci/peers-cluster.sh") {
+        return;
     }
     let started = Instant::now();
     let cluster = Cluster::start();

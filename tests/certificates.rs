@@ -13,14 +13,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use attestgate::cluster::certificates::{SecretChange, SelfManaged};
 use attestgate::cluster::{connect, ApiSource};
 use attestgate::config::SelfManagedCertificates;
 use base64::Engine as _;
-use common::{require_peer, Served};
+use common::{require_peers, run_tool, Cluster, Served};
 use serde_json::Value;
 
 const RELEASE: &str = "attestgate";
@@ -34,100 +33,12 @@ fn unb64(text: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// Runs a program without any proxy from the environment; (ok, stdout, stderr).
-fn run(program: &Path, args: &[&str], envs: &[(&str, &Path)], stdin: &str) -> (bool, String) {
-    use std::io::Write as _;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ] {
-        command.env_remove(var);
-    }
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.success(), format!("{stdout}{stderr}"))
-}
-
-/// The control plane of `start-cluster.sh`, stopped by `stop.sh` when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    env: BTreeMap<String, String>,
-}
-
+/// Steps of this test on the shared cluster.
 impl Cluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let script = common::root().join("tests/peers/start-cluster.sh");
-        let (ok, out) = run(
-            Path::new("bash"),
-            &[
-                script.to_str().unwrap(),
-                dir.path().to_str().unwrap(),
-                "--no-controller-manager",
-            ],
-            &[("ATTESTGATE_PEERS", &common::peers_dir())],
-            "",
-        );
-        let mut cluster = Self {
-            dir,
-            env: BTreeMap::new(),
-        };
-        assert!(ok, "start-cluster.sh failed:\n{out}");
-        cluster.env = std::fs::read_to_string(cluster.dir.path().join("cluster.env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        cluster
-    }
-
-    fn path(&self, key: &str) -> PathBuf {
-        PathBuf::from(&self.env[key])
-    }
-
-    /// kubectl with the kubeconfig in `key` (KUBECONFIG or KUBECONFIG_TENANT).
-    fn kubectl(&self, key: &str, args: &[&str], stdin: &str) -> (bool, String) {
-        let mut all = vec!["--request-timeout=30s"];
-        all.extend_from_slice(args);
-        run(
-            &self.path("KUBECTL"),
-            &all,
-            &[("KUBECONFIG", &self.path(key))],
-            stdin,
-        )
-    }
-
-    fn admin(&self, args: &[&str], stdin: &str) -> String {
-        let (ok, out) = self.kubectl("KUBECONFIG", args, stdin);
-        assert!(ok, "kubectl {args:?}:\n{out}");
-        out
-    }
-
     fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
-        serde_json::from_str(&self.admin(&all, "")).unwrap()
+        serde_json::from_str(&self.admin(&all, None)).unwrap()
     }
 
     /// The Secret's values, decoded.
@@ -172,20 +83,10 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(common::root().join("tests/peers/stop.sh"))
-            .arg(self.dir.path())
-            .env("ATTESTGATE_PEERS", common::peers_dir())
-            .output();
-    }
-}
-
 /// The chart's objects for self-managed certificates, as `helm template` renders them.
 fn render_chart(helm: &Path) -> Vec<Value> {
     let chart = common::root().join("charts/attestgate");
-    let (ok, out) = run(
+    let out = run_tool(
         helm,
         &[
             "template",
@@ -199,9 +100,10 @@ fn render_chart(helm: &Path) -> Vec<Value> {
             "selfManagedCertificates.enabled=true",
         ],
         &[],
-        "",
+        None,
     );
-    assert!(ok, "helm template:\n{out}");
+    assert!(out.ok, "helm template:\n{}{}", out.stdout, out.stderr);
+    let out = format!("{}{}", out.stdout, out.stderr);
     assert!(!out.contains("PRIVATE KEY"), "a private key was rendered");
     out.split("\n---")
         .filter_map(|doc| serde_norway::from_str::<Value>(doc).ok())
@@ -254,27 +156,25 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_one_ca_renew_it_and_need_only_the_narrowed_rbac() {
     let bin = common::peers_dir().join("bin");
-    for peer in ["etcd", "kube-apiserver", "kubectl", "helm"] {
-        if !require_peer(
-            &bin.join(peer),
-            "run .ci/peers-cluster.sh and .ci/chart-tools.sh",
-        ) {
-            return;
-        }
+    if !require_peers(
+        &["etcd", "kube-apiserver", "kubectl", "helm"],
+        "run .ci/peers-cluster.sh and .ci/chart-tools.sh",
+    ) {
+        return;
     }
-    let cluster = Cluster::start();
+    let cluster = Cluster::start_with(&["--no-controller-manager"]);
     let docs = render_chart(&bin.join("helm"));
     let group = cluster.env["TENANT_GROUP"].clone();
 
     // The chart's VWC, Role and ClusterRole; the bindings name the tenant's group instead of the
     // chart's ServiceAccount (there are no pods here).
-    cluster.admin(&["create", "namespace", NAMESPACE], "");
+    cluster.admin(&["create", "namespace", NAMESPACE], None);
     for kind in ["ValidatingWebhookConfiguration", "Role", "ClusterRole"] {
         let doc = docs
             .iter()
             .find(|d| d["kind"] == kind && d["metadata"]["name"].as_str().is_some())
             .unwrap_or_else(|| panic!("the chart renders no {kind}"));
-        cluster.admin(&["apply", "-f", "-"], &doc.to_string());
+        cluster.admin(&["apply", "-f", "-"], Some(&doc.to_string()));
     }
     let role = format!("{RELEASE}-certificates");
     cluster.admin(
@@ -289,7 +189,7 @@ async fn replicas_share_one_ca_renew_it_and_need_only_the_narrowed_rbac() {
             "--group",
             &group,
         ],
-        "",
+        None,
     );
     cluster.admin(
         &[
@@ -301,7 +201,7 @@ async fn replicas_share_one_ca_renew_it_and_need_only_the_narrowed_rbac() {
             "--group",
             &group,
         ],
-        "",
+        None,
     );
     assert!(cluster.ca_bundles().iter().all(String::is_empty));
 
@@ -323,11 +223,12 @@ async fn replicas_share_one_ca_renew_it_and_need_only_the_narrowed_rbac() {
         ("list", "validatingwebhookconfigurations", false, "no"),
     ] {
         let namespace = if ns { NAMESPACE } else { "default" };
-        let (_, out) = cluster.kubectl(
-            "KUBECONFIG_TENANT",
+        let out = cluster.kubectl_with(
+            &cluster.tenant_kubeconfig(),
             &["auth", "can-i", verb, what, "-n", namespace],
-            "",
+            None,
         );
+        let out = format!("{}{}", out.stdout, out.stderr);
         assert_eq!(
             out.lines().next().unwrap_or_default().trim(),
             want,
@@ -393,7 +294,7 @@ async fn replicas_share_one_ca_renew_it_and_need_only_the_narrowed_rbac() {
     assert!(!again.files_written && !again.webhooks_patched);
 
     // 2. Two `attestgate serve` processes started together, after the Secret is gone.
-    cluster.admin(&["-n", NAMESPACE, "delete", "secret", SECRET], "");
+    cluster.admin(&["-n", NAMESPACE, "delete", "secret", SECRET], None);
     let tenant = cluster.path("KUBECONFIG_TENANT");
     let configs: Vec<PathBuf> = (2..4)
         .map(|i| {
@@ -510,7 +411,7 @@ async fn replicas_share_one_ca_renew_it_and_need_only_the_narrowed_rbac() {
             "-o",
             "json",
         ],
-        "",
+        None,
     );
     assert!(!config.contains("PRIVATE KEY"));
     for bundle in cluster.ca_bundles() {

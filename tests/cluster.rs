@@ -22,12 +22,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{require_peer, write_serving_certificate, KeyKind, OpensslKey, PlainRegistry, Served};
+use common::{
+    panic_text, require_peer, require_peers, run_tool, write_serving_certificate, Cluster, KeyKind,
+    OpensslKey, Out, PlainRegistry, Served, CLUSTER_PEERS,
+};
 use serde::Deserialize as _;
 use serde_json::{json, Value};
 
@@ -74,126 +75,30 @@ fn tool(var: &str, name: &str) -> PathBuf {
         .unwrap_or(cached)
 }
 
-/// What one command said.
-#[derive(Debug)]
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn text(&self) -> String {
-        format!("stdout: {}\nstderr: {}", self.stdout, self.stderr)
-    }
-}
-
-/// Runs `program` with `args` (and `stdin`), without any proxy from the environment.
-fn run(program: &Path, args: &[&str], envs: &[(&str, &Path)], stdin: Option<&str>) -> Out {
-    use std::io::Write as _;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        command.env_remove(var);
-    }
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()));
-    let mut input = child.stdin.take().unwrap();
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Who {
     Admin,
     Tenant,
 }
 
-/// etcd, kube-apiserver and kube-controller-manager from `start-cluster.sh`, stopped (by
-/// `stop.sh`, which signals only the processes it recorded) when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    env: BTreeMap<String, String>,
+impl Who {
+    fn kubeconfig(self, cluster: &Cluster) -> PathBuf {
+        match self {
+            Who::Admin => cluster.kubeconfig(),
+            Who::Tenant => cluster.tenant_kubeconfig(),
+        }
+    }
 }
 
+/// Steps of this test on the shared cluster.
 impl Cluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = run(
-            Path::new("bash"),
-            &[
-                common::root()
-                    .join("tests/peers/start-cluster.sh")
-                    .to_str()
-                    .unwrap(),
-                dir.path().to_str().unwrap(),
-            ],
-            &[("ATTESTGATE_PEERS", &common::peers_dir())],
-            None,
-        );
-        // Made before the check, so that a half-started cluster is stopped too.
-        let mut cluster = Self {
-            dir,
-            env: BTreeMap::new(),
-        };
-        assert!(out.ok, "start-cluster.sh failed:\n{}", out.text());
-        cluster.env = std::fs::read_to_string(cluster.dir.path().join("cluster.env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        cluster
-    }
-
-    fn kubectl(&self, who: Who, args: &[&str], stdin: Option<&str>) -> Out {
-        let config = PathBuf::from(match who {
-            Who::Admin => &self.env["KUBECONFIG"],
-            Who::Tenant => &self.env["KUBECONFIG_TENANT"],
-        });
-        let mut all = vec!["--request-timeout=30s"];
-        all.extend_from_slice(args);
-        run(
-            Path::new(&self.env["KUBECTL"]),
-            &all,
-            &[("KUBECONFIG", &config)],
-            stdin,
-        )
-    }
-
-    /// kubectl as the admin; a failure fails the step.
-    fn admin(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.kubectl(Who::Admin, args, stdin);
-        assert!(out.ok, "kubectl {args:?} failed:\n{}", out.text());
-        out.stdout
+    fn kubectl_as(&self, who: Who, args: &[&str], stdin: Option<&str>) -> Out {
+        self.kubectl_with(&who.kubeconfig(self), args, stdin)
     }
 
     /// Asserts that `kubectl args` fails and that its stderr holds every needle; returns stderr.
     fn refused(&self, who: Who, args: &[&str], stdin: Option<&str>, needles: &[&str]) -> String {
-        let out = self.kubectl(who, args, stdin);
+        let out = self.kubectl_as(who, args, stdin);
         assert!(!out.ok, "kubectl {args:?} succeeded:\n{}", out.text());
         for needle in needles {
             assert!(
@@ -207,7 +112,7 @@ impl Cluster {
 
     /// Whether `kind/name` exists in `namespace` (anything but NotFound fails the step).
     fn exists(&self, namespace: &str, kind: &str, name: &str) -> bool {
-        let out = self.kubectl(Who::Admin, &["-n", namespace, "get", kind, name], None);
+        let out = self.kubectl_as(Who::Admin, &["-n", namespace, "get", kind, name], None);
         if out.ok {
             return true;
         }
@@ -227,26 +132,6 @@ impl Cluster {
             None,
         );
         serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let started = Instant::now();
-        let out = run(
-            Path::new("bash"),
-            &[
-                common::root().join("tests/peers/stop.sh").to_str().unwrap(),
-                self.dir.path().to_str().unwrap(),
-            ],
-            &[("ATTESTGATE_PEERS", &common::peers_dir())],
-            None,
-        );
-        eprintln!(
-            "cluster stopped in {:.1} s{}",
-            started.elapsed().as_secs_f64(),
-            if out.ok { "" } else { " (stop.sh failed)" }
-        );
     }
 }
 
@@ -272,7 +157,7 @@ fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) 
 fn render_chart(helm: &Path, kube: &str) -> Vec<Value> {
     let home = tempfile::tempdir().unwrap();
     let chart = common::root().join("charts/attestgate");
-    let out = run(
+    let out = run_tool(
         helm,
         &[
             "template",
@@ -505,7 +390,7 @@ impl World {
         let mut args = vec!["-n", namespace, "create", "-f", "-"];
         args.extend_from_slice(extra);
         self.cluster
-            .kubectl(Who::Admin, &args, Some(&pod(name, image)))
+            .kubectl_as(Who::Admin, &args, Some(&pod(name, image)))
     }
 
     /// The enforce refusal of `image` in a Pod `name` of `namespace`, with our per-image line.
@@ -692,7 +577,7 @@ fn kubectl_debug(w: &World) {
     println!("    kubectl debug (failing image): {}", stderr.trim());
     assert_eq!(ephemeral_containers(w, ENFORCE, "good"), "");
 
-    let out = w.k().kubectl(
+    let out = w.k().kubectl_as(
         Who::Admin,
         &[
             "-n",
@@ -857,7 +742,7 @@ fn label_policy(w: &World) {
     // (which stores nothing) until the policy answers.
     let guard = format!("ValidatingAdmissionPolicy '{RELEASE}-mode-label'");
     poll("the label policy to take effect", CATCH_UP, || {
-        let out = w.k().kubectl(
+        let out = w.k().kubectl_as(
             Who::Tenant,
             &[
                 "label",
@@ -897,7 +782,7 @@ fn label_policy(w: &World) {
     ]);
     assert_eq!(w.k().labels(ENFORCE)["attestgate.dev/mode"], "enforce");
 
-    let out = w.k().kubectl(
+    let out = w.k().kubectl_as(
         Who::Tenant,
         &["label", "namespace", ENFORCE, "team=payments"],
         None,
@@ -944,7 +829,7 @@ fn label_policy(w: &World) {
         &[&guard, invalid],
     );
     assert_eq!(w.k().labels(RELABEL)["attestgate.dev/mode"], "audit");
-    let out = w.k().kubectl(
+    let out = w.k().kubectl_as(
         Who::Tenant,
         &["label", "namespace", TYPO, "team=typo"],
         None,
@@ -961,7 +846,7 @@ fn label_policy(w: &World) {
         || {
             let out = w
                 .k()
-                .kubectl(Who::Admin, &["get", "namespace", EMPTY], None);
+                .kubectl_as(Who::Admin, &["get", "namespace", EMPTY], None);
             (!out.ok && out.stderr.contains("NotFound")).then_some(())
         },
     );
@@ -995,7 +880,7 @@ fn unknown_label_value_is_enforced(w: &World) {
 /// (`--dry-run=server`).
 fn install_manifests(w: &World) {
     let manifests = common::root().join("manifests/attestgate.yaml");
-    let out = w.k().kubectl(
+    let out = w.k().kubectl_as(
         Who::Admin,
         &[
             "apply",
@@ -1110,7 +995,7 @@ fn setup(w: &World) {
             CATCH_UP,
             || {
                 w.k()
-                    .kubectl(
+                    .kubectl_as(
                         Who::Admin,
                         &["-n", name, "get", "serviceaccount", "default"],
                         None,
@@ -1123,27 +1008,11 @@ fn setup(w: &World) {
     register(w);
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "(no message)".to_owned())
-}
-
 #[test]
 fn attestgate_against_the_real_kube_apiserver() {
     let started = Instant::now();
-    let bin = common::peers_dir().join("bin");
-    for peer in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kubectl",
-        "etcd",
-    ] {
-        if !require_peer(&bin.join(peer), "run .ci/peers-cluster.sh") {
-            return;
-        }
+    if !require_peers(&CLUSTER_PEERS, "run .ci/peers-cluster.sh") {
+        return;
     }
     let helm = tool("HELM", "helm");
     if !require_peer(&helm, "run .ci/chart-tools.sh") {

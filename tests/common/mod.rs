@@ -1119,3 +1119,178 @@ fn forward_requests(
     }
     to.shutdown(std::net::Shutdown::Write).ok();
 }
+
+// ---------------------------------------------------------------------------------------------
+// A real kube-apiserver from `tests/peers/start-cluster.sh`, and kubectl against it
+
+/// The control-plane peers `start-cluster.sh` needs in `$ATTESTGATE_PEERS/bin`.
+pub const CLUSTER_PEERS: [&str; 4] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubectl",
+    "etcd",
+];
+
+/// Whether every one of `names` is in `$ATTESTGATE_PEERS/bin` (see [`require_peer`]).
+pub fn require_peers(names: &[&str], why: &str) -> bool {
+    let bin = peers_dir().join("bin");
+    names.iter().all(|name| require_peer(&bin.join(name), why))
+}
+
+/// What one command said.
+#[derive(Debug)]
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn text(&self) -> String {
+        format!("stdout: {}\nstderr: {}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `program` with `args`, `envs` (and `stdin`), without any proxy or kubeconfig from the
+/// environment (a kubeconfig is always given explicitly, in `envs`).
+pub fn run_tool(program: &Path, args: &[&str], envs: &[(&str, &Path)], stdin: Option<&str>) -> Out {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "KUBECONFIG"] {
+        command.env_remove(var).env_remove(var.to_lowercase());
+    }
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()));
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// etcd, kube-apiserver and (unless told otherwise) kube-controller-manager from
+/// `start-cluster.sh`, all on 127.0.0.1, stopped (by `stop.sh`, which signals only the processes
+/// it recorded) when dropped.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    /// `DIR/cluster.env`: KUBECTL, KUBECONFIG, KUBECONFIG_TENANT, TENANT_GROUP, KUBE_CA, ...
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl Cluster {
+    /// The whole control plane.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// `start-cluster.sh DIR FLAGS` (such as `--no-controller-manager`).
+    pub fn start_with(flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = root().join("tests/peers/start-cluster.sh");
+        let mut args = vec![script.to_str().unwrap(), dir.path().to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let out = run_tool(
+            Path::new("bash"),
+            &args,
+            &[("ATTESTGATE_PEERS", &peers_dir())],
+            None,
+        );
+        // Made before the check, so that a half-started cluster is stopped too.
+        let mut cluster = Self {
+            dir,
+            env: std::collections::BTreeMap::new(),
+        };
+        assert!(out.ok, "start-cluster.sh failed:\n{}", out.text());
+        cluster.env = std::fs::read_to_string(cluster.dir.path().join("cluster.env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        cluster
+    }
+
+    /// The path in `cluster.env` under `key`.
+    pub fn path(&self, key: &str) -> PathBuf {
+        PathBuf::from(&self.env[key])
+    }
+
+    /// The admin kubeconfig (group system:masters).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.path("KUBECONFIG")
+    }
+
+    /// The tenant kubeconfig (group `TENANT_GROUP`).
+    pub fn tenant_kubeconfig(&self) -> PathBuf {
+        self.path("KUBECONFIG_TENANT")
+    }
+
+    /// kubectl with the kubeconfig `config`.
+    pub fn kubectl_with(&self, config: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+        let mut all = vec!["--request-timeout=30s"];
+        all.extend_from_slice(args);
+        run_tool(
+            &self.path("KUBECTL"),
+            &all,
+            &[("KUBECONFIG", config), ("ATTESTGATE_PEERS", &peers_dir())],
+            stdin,
+        )
+    }
+
+    /// kubectl as the admin.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        self.kubectl_with(&self.kubeconfig(), args, stdin)
+    }
+
+    /// kubectl as the admin; a failure fails the step. Returns stdout.
+    pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(out.ok, "kubectl {args:?} failed:\n{}", out.text());
+        out.stdout
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let started = std::time::Instant::now();
+        let script = root().join("tests/peers/stop.sh");
+        let out = run_tool(
+            Path::new("bash"),
+            &[script.to_str().unwrap(), self.dir.path().to_str().unwrap()],
+            &[("ATTESTGATE_PEERS", &peers_dir())],
+            None,
+        );
+        eprintln!(
+            "cluster stopped in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        if !out.ok {
+            eprintln!("stop.sh failed:\n{}", out.text());
+        }
+    }
+}
+
+/// The text of a caught panic.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
