@@ -418,7 +418,7 @@ fn types_of(bytes: &[u8]) -> Vec<String> {
     let Ok(statement) = Statement::from_json(&envelope.payload) else {
         return Vec::new();
     };
-    Collection::from_predicate(&statement.predicate)
+    Collection::from_predicate_owned(statement.predicate)
         .map(|c| c.attestations.into_iter().map(|a| a.kind).collect())
         .unwrap_or_default()
 }

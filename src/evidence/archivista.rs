@@ -733,7 +733,7 @@ fn prefer_functionaries(hits: &mut [Hit], keyids: &[String]) {
 fn collection_name(candidate: &Candidate) -> Option<String> {
     let envelope = crate::dsse::DecodedEnvelope::from_json(&candidate.bytes).ok()?;
     let statement = crate::intoto::Statement::from_json(&envelope.payload).ok()?;
-    crate::intoto::Collection::from_predicate(&statement.predicate)
+    crate::intoto::Collection::from_predicate_owned(statement.predicate)
         .ok()
         .map(|c| c.name)
 }

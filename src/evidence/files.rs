@@ -263,8 +263,9 @@ fn read_envelope_file(path: &Path) -> Result<Vec<u8>, FileSourceError> {
 }
 
 fn index_of(envelope: &DecodedEnvelope) -> Result<(String, BTreeSet<String>), String> {
-    let statement = Statement::from_json(&envelope.payload).map_err(|e| e.to_string())?;
-    let collection = Collection::from_predicate(&statement.predicate).map_err(|e| e.to_string())?;
+    let mut statement = Statement::from_json(&envelope.payload).map_err(|e| e.to_string())?;
+    let predicate = std::mem::take(&mut statement.predicate);
+    let collection = Collection::from_predicate_owned(predicate).map_err(|e| e.to_string())?;
     let values = statement
         .subject
         .iter()

@@ -231,7 +231,7 @@ fn check_candidate(
     }
 
     // 2. The statement and its collection.
-    let statement = Statement::from_json(&envelope.payload).map_err(|e| {
+    let mut statement = Statement::from_json(&envelope.payload).map_err(|e| {
         one(Reason::Statement {
             detail: e.to_string(),
         })
@@ -241,7 +241,9 @@ fn check_candidate(
             found: statement.predicate_type,
         }));
     }
-    let collection = Collection::from_predicate(&statement.predicate).map_err(|e| {
+    // The predicate is read once, into the collection: moved, not copied.
+    let predicate = std::mem::take(&mut statement.predicate);
+    let collection = Collection::from_predicate_owned(predicate).map_err(|e| {
         one(Reason::Statement {
             detail: e.to_string(),
         })
