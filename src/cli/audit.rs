@@ -82,16 +82,9 @@ pub(super) fn run(args: AuditArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::decision_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("attestgate: cannot start the runtime: {e}");
-            return EXIT_USAGE;
-        }
+        Err(code) => return code,
     };
     let scope = match (&args.namespace, args.all_namespaces) {
         (Some(namespace), _) => Scope::Namespace(namespace.clone()),

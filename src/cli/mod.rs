@@ -139,6 +139,19 @@ pub fn init_tracing(cli: &Cli) {
         .try_init();
 }
 
+/// The runtime of the commands that decide as the webhook does (`review`, `resolve --config`,
+/// `audit`): multi-threaded, since verification runs on the blocking pool.
+fn decision_runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("attestgate: cannot start the runtime: {e}");
+            EXIT_USAGE
+        })
+}
+
 /// Cap on a policy file.
 pub(crate) const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
 /// Cap on a key, certificate or workflow file.

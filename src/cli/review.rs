@@ -56,16 +56,9 @@ pub(super) fn run(args: ReviewArgs) -> u8 {
         ModeArg::Warn => Mode::Warn,
         ModeArg::Audit => Mode::Audit,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::decision_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("attestgate: cannot start the runtime: {e}");
-            return EXIT_USAGE;
-        }
+        Err(code) => return code,
     };
     let reply =
         runtime.block_on(async { judge_review(Some(&decider), None, mode, &body, &metrics).await });

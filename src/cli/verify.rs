@@ -291,24 +291,13 @@ fn policy_trust(args: &VerifyArgs, now: OffsetDateTime) -> Result<PolicyTrust, F
         || !signer.policy_organizations.is_empty()
         || !signer.policy_uris.is_empty();
     if explicit {
-        let defaults = PolicySignerIdentity::default();
-        let or = |given: &[String], default: Vec<String>| {
-            if given.is_empty() {
-                default
-            } else {
-                given.to_vec()
-            }
-        };
-        trust.set_signer_identity(PolicySignerIdentity {
-            common_name: signer
-                .policy_commonname
-                .clone()
-                .unwrap_or(defaults.common_name),
-            dns_names: or(&signer.policy_dns_names, defaults.dns_names),
-            emails: or(&signer.policy_emails, defaults.emails),
-            organizations: or(&signer.policy_organizations, defaults.organizations),
-            uris: or(&signer.policy_uris, defaults.uris),
-        });
+        trust.set_signer_identity(PolicySignerIdentity::with_defaults(
+            signer.policy_commonname.clone(),
+            &signer.policy_dns_names,
+            &signer.policy_emails,
+            &signer.policy_organizations,
+            &signer.policy_uris,
+        ));
     }
     Ok(trust)
 }

@@ -722,21 +722,13 @@ impl Loader {
                      organizations and uris (the others then default to \"*\")",
                 ));
             }
-            let defaults = PolicySignerIdentity::default();
-            let or = |given: &[String], default: Vec<String>| {
-                if given.is_empty() {
-                    default
-                } else {
-                    given.to_vec()
-                }
-            };
-            policy_trust.set_signer_identity(PolicySignerIdentity {
-                common_name: identity.common_name.clone().unwrap_or(defaults.common_name),
-                dns_names: or(&identity.dns_names, defaults.dns_names),
-                emails: or(&identity.emails, defaults.emails),
-                organizations: or(&identity.organizations, defaults.organizations),
-                uris: or(&identity.uris, defaults.uris),
-            });
+            policy_trust.set_signer_identity(PolicySignerIdentity::with_defaults(
+                identity.common_name.clone(),
+                &identity.dns_names,
+                &identity.emails,
+                &identity.organizations,
+                &identity.uris,
+            ));
         }
         let mut options = PolicyOptions {
             untimestamped_certificates: trust.allow_untimestamped_certificates,

@@ -44,6 +44,35 @@ pub struct PolicySignerIdentity {
     pub uris: Vec<String>,
 }
 
+impl PolicySignerIdentity {
+    /// The constraints an operator gave, each left out one defaulting to witness's `*` (the
+    /// policy CA flags of `verify` and the `signerIdentity` of the webhook config both read
+    /// this way).
+    pub fn with_defaults(
+        common_name: Option<String>,
+        dns_names: &[String],
+        emails: &[String],
+        organizations: &[String],
+        uris: &[String],
+    ) -> Self {
+        let defaults = Self::default();
+        let or = |given: &[String], default: Vec<String>| {
+            if given.is_empty() {
+                default
+            } else {
+                given.to_vec()
+            }
+        };
+        Self {
+            common_name: common_name.unwrap_or(defaults.common_name),
+            dns_names: or(dns_names, defaults.dns_names),
+            emails: or(emails, defaults.emails),
+            organizations: or(organizations, defaults.organizations),
+            uris: or(uris, defaults.uris),
+        }
+    }
+}
+
 impl Default for PolicySignerIdentity {
     /// witness's flag defaults: `*` everywhere.
     fn default() -> Self {

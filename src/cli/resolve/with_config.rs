@@ -27,16 +27,9 @@ pub(super) fn run(args: &ResolveArgs, path: &Path) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::super::decision_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("attestgate: cannot start the runtime: {e}");
-            return EXIT_USAGE;
-        }
+        Err(code) => return code,
     };
     let (decision, details) = runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + config.deadline;
