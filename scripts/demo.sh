@@ -44,6 +44,25 @@ done
 if [[ -z "${ATTESTGATE:-}" ]] && ! command -v cargo >/dev/null 2>&1; then
   missing+=(cargo)
 fi
+# Debian's packages are installed here when that needs no password (root with apt-get), as
+# .ci/run does; otherwise the script says what to install and stops.
+apt_missing=()
+for tool in "${missing[@]}"; do
+  [[ $tool == cargo ]] || apt_missing+=("$tool")
+done
+if ((${#apt_missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "demo.sh: installing ${apt_missing[*]} with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if apt-get update -qq && apt-get install -y -qq "${apt_missing[@]}" >/dev/null; then
+    missing=()
+    for tool in docker-registry skopeo python3 curl openssl; do
+      command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if [[ -z "${ATTESTGATE:-}" ]] && ! command -v cargo >/dev/null 2>&1; then
+      missing+=(cargo)
+    fi
+  fi
+fi
 if ((${#missing[@]})); then
   {
     echo "demo.sh: missing: ${missing[*]}"
