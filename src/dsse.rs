@@ -3,9 +3,11 @@
 //! This module only parses. Whether a signature is good is decided in [`crate::crypto`], and
 //! which signer is trusted is decided by the policy.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
-use crate::encoding::{decode_base64, Base64Error};
+use crate::encoding::{decode_base64_with_room, Base64Error};
 use crate::json_shape::{self, Shape};
 
 const SIGNATURE_SHAPE: Shape =
@@ -91,13 +93,81 @@ pub enum EnvelopeError {
     Payload(#[source] Base64Error),
 }
 
+/// An envelope as read, its payload borrowed rather than copied.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeText<'a> {
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
+    payload_type: String,
+    #[serde(default)]
+    signatures: Vec<Signature>,
+}
+
 /// A parsed envelope with its payload decoded once.
 #[derive(Debug, Clone)]
 pub struct DecodedEnvelope {
-    /// The envelope as read.
+    /// The envelope as read, except its `payload` field, which is left empty: the payload is
+    /// kept only decoded, in [`DecodedEnvelope::payload`] (an SBOM envelope's base64 text can be
+    /// tens of megabytes).
     pub envelope: Envelope,
-    /// The decoded payload bytes.
-    pub payload: Vec<u8>,
+    /// The decoded payload bytes (a slice of the PAE buffer; see [`Payload`]).
+    pub payload: Payload,
+}
+
+/// An envelope's decoded payload, kept at the end of the buffer of its pre-authentication
+/// encoding: the bytes the signatures are checked over then need no second copy of the payload
+/// (which can be tens of megabytes). Reads as the payload bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload {
+    pae: Vec<u8>,
+    start: usize,
+}
+
+impl Payload {
+    /// `payload` behind the PAE header for `payload_type`, moved in place rather than copied
+    /// (within its capacity when it has room for the header).
+    fn new(payload_type: &str, mut payload: Vec<u8>) -> Self {
+        let header = pae_header(payload_type, payload.len());
+        let start = header.len();
+        payload.splice(0..0, header);
+        Self {
+            pae: payload,
+            start,
+        }
+    }
+
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.pae.get(self.start..).unwrap_or_default()
+    }
+
+    /// The payload bytes as a vector of their own (moved, not copied).
+    pub fn into_vec(self) -> Vec<u8> {
+        let mut bytes = self.pae;
+        bytes.drain(..self.start);
+        bytes
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.as_bytes().len())
+    }
 }
 
 impl DecodedEnvelope {
@@ -112,38 +182,56 @@ impl DecodedEnvelope {
                 limit: MAX_ENVELOPE_BYTES,
             });
         }
-        let value = json_shape::parse_strict(bytes).map_err(EnvelopeError::Json)?;
-        json_shape::check(&value, ENVELOPE_SHAPE).map_err(EnvelopeError::Shape)?;
-        let envelope = Envelope::deserialize(value).map_err(EnvelopeError::Json)?;
-        if envelope.signatures.is_empty() {
+        // Checked as one pass over the bytes, then read into the typed form with the payload
+        // borrowed: no tree of the document and no copy of its (base64) payload is built, so
+        // a large envelope costs its bytes plus the decoded payload.
+        json_shape::scan(bytes, true, ENVELOPE_SHAPE)
+            .map_err(EnvelopeError::Json)?
+            .map_err(EnvelopeError::Shape)?;
+        let read: EnvelopeText<'_> = serde_json::from_slice(bytes).map_err(EnvelopeError::Json)?;
+        if read.signatures.is_empty() {
             return Err(EnvelopeError::NoSignatures);
         }
-        let payload = decode_base64(&envelope.payload).map_err(EnvelopeError::Payload)?;
+        // Room for the PAE header in front (see `Payload`); the decoded length is at most the
+        // estimate, so its header is no longer than the estimate's.
+        let room = pae_header(
+            &read.payload_type,
+            base64::decoded_len_estimate(read.payload.len()),
+        )
+        .len();
+        let payload =
+            decode_base64_with_room(&read.payload, room).map_err(EnvelopeError::Payload)?;
+        drop(read.payload);
+        let payload = Payload::new(&read.payload_type, payload);
+        let envelope = Envelope {
+            payload: String::new(),
+            payload_type: read.payload_type,
+            signatures: read.signatures,
+        };
         Ok(Self { envelope, payload })
     }
 
-    /// The bytes every signature of this envelope signs.
-    pub fn pae(&self) -> Vec<u8> {
-        pae(&self.envelope.payload_type, &self.payload)
+    /// The bytes every signature of this envelope signs: the payload's own buffer, unless the
+    /// payload type was changed since it was read (then a fresh encoding).
+    pub fn pae(&self) -> Cow<'_, [u8]> {
+        let header = pae_header(&self.envelope.payload_type, self.payload.len());
+        match self.payload.pae.get(..self.payload.start) {
+            Some(kept) if kept == header.as_slice() => Cow::Borrowed(&self.payload.pae),
+            _ => Cow::Owned(pae(&self.envelope.payload_type, &self.payload)),
+        }
     }
 }
 
 /// DSSE v1 pre-authentication encoding: `DSSEv1 SP len(type) SP type SP len(body) SP body`.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let type_len = payload_type.len().to_string();
-    let body_len = payload.len().to_string();
-    let mut out = Vec::with_capacity(
-        10 + type_len.len() + payload_type.len() + body_len.len() + payload.len(),
-    );
-    out.extend_from_slice(b"DSSEv1 ");
-    out.extend_from_slice(type_len.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(payload_type.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(body_len.as_bytes());
-    out.push(b' ');
+    let mut out = pae_header(payload_type, payload.len());
     out.extend_from_slice(payload);
     out
+}
+
+/// The PAE up to the body: `DSSEv1 SP len(type) SP type SP len(body) SP`.
+fn pae_header(payload_type: &str, body_len: usize) -> Vec<u8> {
+    format!("DSSEv1 {} {payload_type} {body_len} ", payload_type.len()).into_bytes()
 }
 
 #[cfg(test)]

@@ -23,6 +23,13 @@ pub struct Base64Error;
 
 /// Decodes standard or URL-safe base64, with or without padding, ignoring CR and LF.
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, Base64Error> {
+    decode_base64_with_room(text, 0)
+}
+
+/// As [`decode_base64`], into a vector with at least `room` bytes of capacity to spare, so that
+/// the caller can put a header in front of the bytes without a second allocation (an envelope
+/// payload can be tens of megabytes).
+pub fn decode_base64_with_room(text: &str, room: usize) -> Result<Vec<u8>, Base64Error> {
     let cleaned: std::borrow::Cow<'_, str> = if text.contains(['\r', '\n']) {
         text.chars()
             .filter(|c| *c != '\r' && *c != '\n')
@@ -31,10 +38,16 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, Base64Error> {
     } else {
         text.into()
     };
-    STANDARD
-        .decode(cleaned.as_bytes())
-        .or_else(|_| URL_SAFE.decode(cleaned.as_bytes()))
-        .map_err(|_| Base64Error)
+    let estimate = base64::decoded_len_estimate(cleaned.len());
+    let mut out = Vec::with_capacity(estimate.saturating_add(room));
+    if STANDARD.decode_vec(cleaned.as_bytes(), &mut out).is_ok() {
+        return Ok(out);
+    }
+    out.clear();
+    URL_SAFE
+        .decode_vec(cleaned.as_bytes(), &mut out)
+        .map_err(|_| Base64Error)?;
+    Ok(out)
 }
 
 /// Encodes with the standard alphabet and padding, as witness producers do.
@@ -70,6 +83,9 @@ mod tests {
         assert_eq!(decode_base64("-__-AQ==").unwrap(), bytes);
         assert_eq!(decode_base64("-__-AQ").unwrap(), bytes);
         assert_eq!(decode_base64("+//+\r\nAQ==").unwrap(), bytes);
+        let roomy = decode_base64_with_room("-__-AQ", 40).unwrap();
+        assert_eq!(roomy, bytes);
+        assert!(roomy.capacity() >= bytes.len() + 40);
     }
 
     #[test]

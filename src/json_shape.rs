@@ -4,6 +4,9 @@
 //! refuses it. So that two readers never see two different documents, the places that hold
 //! records are checked to be objects before the typed parse.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+
 use serde_json::Value;
 
 /// The expected shape of a JSON value.
@@ -177,9 +180,359 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Reads one JSON document as [`parse_strict`] (with `strict`) or `serde_json::from_slice` into
+/// a [`Value`] (without) would, and checks `shape` as [`check`] would on that value, building no
+/// tree: the same syntax errors, nesting limit, number range and string checks, the same
+/// duplicate-key refusal when strict, and the same first shape mismatch (the outer `Err` is the
+/// parse failure, which wins over any mismatch, as it does when the tree is built first).
+///
+/// Without `strict`, a key given twice counts as its last value, as in a [`Value`].
+pub(crate) fn scan(
+    bytes: &[u8],
+    strict: bool,
+    shape: Shape,
+) -> Result<Result<(), String>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let root = Scan {
+        shape,
+        nullable: false,
+        strict,
+        path: "$",
+    };
+    let mismatch = serde::de::DeserializeSeed::deserialize(root, &mut deserializer)?;
+    deserializer.end()?;
+    Ok(mismatch.map_or(Ok(()), Err))
+}
+
+/// One value of a [`scan`]: its expected shape and where it is. Returns the first shape
+/// mismatch in the value, in the order [`check`] walks.
+#[derive(Clone, Copy)]
+struct Scan<'p> {
+    shape: Shape,
+    /// A `null` here is not walked ([`check`] skips null members of an object).
+    nullable: bool,
+    strict: bool,
+    path: &'p str,
+}
+
+impl Scan<'_> {
+    fn child<'c>(&self, shape: Shape, nullable: bool, path: &'c str) -> Scan<'c> {
+        Scan {
+            shape,
+            nullable,
+            strict: self.strict,
+            path,
+        }
+    }
+
+    /// The mismatch of a value that is neither an object nor an array.
+    fn scalar(&self) -> Option<String> {
+        match self.shape {
+            Shape::Any => None,
+            Shape::Object(_) | Shape::MapOf(_) => Some(format!("{} must be an object", self.path)),
+            Shape::ArrayOf(_) => Some(format!("{} must be an array", self.path)),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Scan<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Scan<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(self.scalar())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(self.scalar())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(self.scalar())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(self.scalar())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(self.scalar())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(if self.nullable { None } else { self.scalar() })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (own, inner) = match self.shape {
+            Shape::ArrayOf(inner) => (None, Some(*inner)),
+            Shape::Any => (None, None),
+            Shape::Object(_) | Shape::MapOf(_) => (self.scalar(), None),
+        };
+        let mut first = None;
+        let mut index = 0usize;
+        loop {
+            let found = match inner {
+                Some(inner) => {
+                    let path = format!("{}[{index}]", self.path);
+                    seq.next_element_seed(self.child(inner, false, &path))?
+                }
+                None => seq.next_element_seed(self.child(Shape::Any, false, ""))?,
+            };
+            let Some(mismatch) = found else { break };
+            if first.is_none() {
+                first = mismatch;
+            }
+            index += 1;
+        }
+        Ok(own.or(first))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let own = match self.shape {
+            Shape::ArrayOf(_) => self.scalar(),
+            _ => None,
+        };
+        // Mismatches by walk position: a member's place in the shape, or a map's key (a
+        // `Value`'s map iterates in key order). A later duplicate replaces an earlier one.
+        let mut found: BTreeMap<(usize, String), Option<String>> = BTreeMap::new();
+        let mut keys: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let walked = match self.shape {
+                Shape::Object(members) if own.is_none() => members
+                    .iter()
+                    .position(|(name, _)| *name == key)
+                    .and_then(|at| members.get(at).map(|(_, inner)| (at, *inner, true))),
+                Shape::MapOf(inner) => Some((0, *inner, false)),
+                _ => None,
+            };
+            match walked {
+                Some((at, inner, nullable)) => {
+                    let path = format!("{}.{key}", self.path);
+                    let mismatch = map.next_value_seed(self.child(inner, nullable, &path))?;
+                    found.insert((at, key.to_string()), mismatch);
+                }
+                None => {
+                    map.next_value_seed(self.child(Shape::Any, false, ""))?;
+                }
+            }
+            if self.strict && !keys.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {:?}",
+                    key.as_ref()
+                )));
+            }
+        }
+        Ok(own.or_else(|| found.into_values().flatten().next()))
+    }
+}
+
+/// Whether any object in the JSON text has the key `key` (compared unescaped); `false` for
+/// text that does not parse.
+pub(crate) fn has_key(text: &str, key: &str) -> bool {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(KeySearch { key }, &mut deserializer).unwrap_or(false)
+}
+
+/// Looks for a key in a value, reading everything (values are not kept).
+#[derive(Clone, Copy)]
+struct KeySearch<'k> {
+    key: &'k str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySearch<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySearch<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(inner) = seq.next_element_seed(self)? {
+            found |= inner;
+        }
+        Ok(found)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key_seed(Key)? {
+            found |= key == self.key;
+            found |= map.next_value_seed(self)?;
+        }
+        Ok(found)
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
 #[cfg(test)]
 mod strict_tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const LEAF: Shape = Shape::Object(&[("t", Shape::ArrayOf(&Shape::Object(&[])))]);
+    const SHAPES: [Shape; 4] = [
+        Shape::Any,
+        Shape::Object(&[("b", Shape::ArrayOf(&LEAF)), ("a", Shape::MapOf(&LEAF))]),
+        Shape::ArrayOf(&Shape::MapOf(&Shape::ArrayOf(&Shape::Any))),
+        Shape::MapOf(&Shape::Object(&[
+            ("a", Shape::Any),
+            ("t", Shape::MapOf(&LEAF)),
+        ])),
+    ];
+
+    /// The tree-building reading that [`scan`] must agree with.
+    fn by_tree(bytes: &[u8], strict: bool, shape: Shape) -> Option<Result<(), String>> {
+        let value = if strict {
+            parse_strict(bytes).ok()?
+        } else {
+            serde_json::from_slice(bytes).ok()?
+        };
+        Some(check(&value, shape))
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        let leaf = prop::sample::select(vec![
+            "null",
+            "1",
+            "-2.5",
+            "1e999",
+            "\"x\"",
+            "\"\\ud800\"",
+            "true",
+        ])
+        .prop_map(String::from);
+        leaf.prop_recursive(5, 64, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec!["a", "b", "t", "A", "\\u0061"]),
+                        inner
+                    ),
+                    0..4
+                )
+                .prop_map(|kv| {
+                    let members: Vec<String> =
+                        kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn scan_agrees_with_the_tree(text in document(), strict in any::<bool>(), which in 0usize..4) {
+            let shape = SHAPES[which];
+            let scanned = scan(text.as_bytes(), strict, shape).ok();
+            prop_assert_eq!(scanned, by_tree(text.as_bytes(), strict, shape), "{}", text);
+        }
+    }
+
+    #[test]
+    fn scan_reports_the_first_mismatch_in_walk_order() {
+        let shape = SHAPES[1];
+        // `b` is listed first in the shape, so its mismatch wins over `a`'s, wherever written.
+        let text = br#"{"a": {"k": 1}, "b": 2}"#;
+        assert_eq!(
+            scan(text, true, shape).unwrap(),
+            Err("$.b must be an array".into())
+        );
+        // A map's members are walked in key order.
+        let text = br#"{"a": {"z": 1, "m": []}}"#;
+        assert_eq!(
+            scan(text, true, shape).unwrap(),
+            Err("$.a.m must be an object".into())
+        );
+        // A parse failure anywhere wins over a mismatch.
+        assert!(scan(br#"{"b": 2, "a": {"k": 1, "k": 1}}"#, true, shape).is_err());
+        assert!(scan(br#"{"b": 2, "a": {"k": 1, "k": 1}}"#, false, shape).is_ok());
+        assert!(scan(br#"{"b": 2} x"#, false, shape).is_err());
+    }
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {

@@ -78,7 +78,7 @@ fn execute(args: &PolicyCheckArgs) -> Result<Vec<Finding>, String> {
     let payload = match DecodedEnvelope::from_json(&bytes) {
         Ok(envelope) => {
             findings.extend(check_signature(args, &bytes, &read)?);
-            envelope.payload
+            envelope.payload.into_vec()
         }
         Err(_) => {
             // With -k the caller asked for a signed policy; a bare document is not one.

@@ -311,6 +311,14 @@ impl ArchivistaSource {
         wanted.extend(shared.iter().map(|h| h.gitoid.clone()));
 
         let downloads = self.download_all(wanted).await?;
+        // Each subject-only hit is read once for its collection name, not once per step.
+        let names: BTreeMap<&str, Option<String>> = shared
+            .iter()
+            .filter_map(|hit| {
+                let candidate = downloads.get(&hit.gitoid)?;
+                Some((hit.gitoid.as_str(), collection_name(candidate)))
+            })
+            .collect();
 
         let mut answers = Vec::with_capacity(queries.len());
         for (query, step_hits) in queries.iter().zip(per_step) {
@@ -325,7 +333,8 @@ impl ArchivistaSource {
                     continue;
                 };
                 let already = step_hits.iter().any(|h| h.gitoid == hit.gitoid);
-                if !already && collection_name(c).as_deref() == Some(query.step.as_str()) {
+                let name = names.get(hit.gitoid.as_str()).and_then(Option::as_deref);
+                if !already && name == Some(query.step.as_str()) {
                     candidates.push(c.clone());
                 }
             }
@@ -585,6 +594,9 @@ impl ArchivistaSource {
                 status: response.status().as_u16(),
             });
         }
+        // Known shortcoming: the body is read into a vector and then copied into the shared
+        // buffer candidates and the cache hold (`Arc<[u8]>` cannot adopt a vector), so a
+        // download briefly costs twice its size. Archivista sends no length to allocate by.
         let bytes = read_capped(response, &url, self.config.max_envelope_bytes).await?;
         let actual = gitoid_sha256(&bytes);
         if actual != gitoid {
@@ -732,7 +744,7 @@ fn prefer_functionaries(hits: &mut [Hit], keyids: &[String]) {
 /// The collection name inside a downloaded envelope, if it reads as one.
 fn collection_name(candidate: &Candidate) -> Option<String> {
     let envelope = crate::dsse::DecodedEnvelope::from_json(&candidate.bytes).ok()?;
-    let statement = crate::intoto::Statement::from_json(&envelope.payload).ok()?;
+    let statement = crate::intoto::Statement::from_payload(envelope.payload.into_vec()).ok()?;
     crate::intoto::Collection::from_predicate_owned(statement.predicate)
         .ok()
         .map(|c| c.name)

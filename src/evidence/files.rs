@@ -139,12 +139,14 @@ impl FileSource {
     /// # Errors
     /// The bytes are not an envelope.
     pub fn add(&mut self, path: PathBuf, bytes: Vec<u8>) -> Result<(), FileSourceError> {
+        // Shared form first, so the vector is freed before the payload is decoded.
+        let bytes: Arc<[u8]> = bytes.into();
         let envelope =
             DecodedEnvelope::from_json(&bytes).map_err(|source| FileSourceError::NotEnvelope {
                 path: path.clone(),
                 source,
             })?;
-        let index = match index_of(&envelope) {
+        let index = match index_of(envelope) {
             Ok(index) => Some(index),
             Err(reason) => {
                 self.ignored.push((path.clone(), reason));
@@ -153,7 +155,7 @@ impl FileSource {
         };
         self.files.push(Indexed {
             reference: EvidenceRef::File(path),
-            bytes: bytes.into(),
+            bytes,
             index,
         });
         Ok(())
@@ -262,8 +264,9 @@ fn read_envelope_file(path: &Path) -> Result<Vec<u8>, FileSourceError> {
     Ok(bytes)
 }
 
-fn index_of(envelope: &DecodedEnvelope) -> Result<(String, BTreeSet<String>), String> {
-    let mut statement = Statement::from_json(&envelope.payload).map_err(|e| e.to_string())?;
+fn index_of(envelope: DecodedEnvelope) -> Result<(String, BTreeSet<String>), String> {
+    let mut statement =
+        Statement::from_payload(envelope.payload.into_vec()).map_err(|e| e.to_string())?;
     let predicate = std::mem::take(&mut statement.predicate);
     let collection = Collection::from_predicate_owned(predicate).map_err(|e| e.to_string())?;
     let values = statement

@@ -209,9 +209,8 @@ fn repositories(collection: &PassedCollection) -> BTreeSet<String> {
         for entry in &c.attestations {
             match types::attestor_name(&entry.kind).map(|(name, _)| name) {
                 Some("git") => {
-                    if let Some(remotes) =
-                        entry.attestation.get("remotes").and_then(|r| r.as_array())
-                    {
+                    let body = entry.attestation.to_value();
+                    if let Some(remotes) = body.get("remotes").and_then(|r| r.as_array()) {
                         out.extend(
                             remotes
                                 .iter()
@@ -221,8 +220,8 @@ fn repositories(collection: &PassedCollection) -> BTreeSet<String> {
                     }
                 }
                 Some("github" | "gitlab") => {
-                    if let Some(url) = entry.attestation.get("projecturl").and_then(|u| u.as_str())
-                    {
+                    let body = entry.attestation.to_value();
+                    if let Some(url) = body.get("projecturl").and_then(|u| u.as_str()) {
                         out.insert(normalize_repository(url));
                     }
                 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use super::{types, Collection, DigestSet, DigestSetError};
+use super::{types, Collection, DigestSet, DigestSetError, RawJson};
 
 /// Why the materials or products of a collection could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +106,10 @@ impl Collection {
     }
 }
 
-fn read_files(
-    kind: &str,
-    value: &serde_json::Value,
-    product: bool,
-) -> Result<Artifacts, ArtifactError> {
+fn read_files(kind: &str, body: &RawJson, product: bool) -> Result<Artifacts, ArtifactError> {
+    // Material and product lists are read as a tree, parsed for this call only.
+    let tree = body.to_value();
+    let value = &tree;
     if value.get("merkleRoot").is_some() {
         return read_merkle(kind, value);
     }
@@ -219,8 +218,10 @@ mod tests {
     use super::*;
 
     fn collection(attestations: serde_json::Value) -> Collection {
-        Collection::from_predicate(&serde_json::json!({"name": "s", "attestations": attestations}))
-            .unwrap()
+        Collection::from_predicate(&RawJson::from_value(
+            &serde_json::json!({"name": "s", "attestations": attestations}),
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! found there; here it always is, and the verdict never depends on iteration order.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -66,10 +67,13 @@ pub fn parse_subject(text: &str) -> Result<String, String> {
     }
 }
 
-/// A collection that passed its step's checks, kept with what `artifactsFrom` needs.
+/// A collection that passed its step's checks, kept with what `artifactsFrom` needs (the same
+/// collection the result holds, shared).
+// Known shortcoming: an accepted collection's bodies are slices of its statement's payload, so
+// the whole payload text stays in memory until the verification's result is dropped.
 struct Accepted {
     result: PassedCollection,
-    collection: Collection,
+    collection: Arc<Collection>,
 }
 
 #[derive(Default)]
@@ -230,8 +234,10 @@ fn check_candidate(
         }));
     }
 
-    // 2. The statement and its collection.
-    let mut statement = Statement::from_json(&envelope.payload).map_err(|e| {
+    // 2. The statement and its collection. The payload moves into the statement, whose
+    // attestation bodies stay slices of it: only the bodies a check reads are ever parsed.
+    let payload = envelope.payload.into_vec();
+    let mut statement = Statement::from_payload(payload).map_err(|e| {
         one(Reason::Statement {
             detail: e.to_string(),
         })
@@ -241,7 +247,6 @@ fn check_candidate(
             found: statement.predicate_type,
         }));
     }
-    // The predicate is read once, into the collection: moved, not copied.
     let predicate = std::mem::take(&mut statement.predicate);
     let collection = Collection::from_predicate_owned(predicate).map_err(|e| {
         one(Reason::Statement {
@@ -293,14 +298,15 @@ fn check_candidate(
     }
 
     let back_references = collection.back_reference_values(&statement);
+    let collection = Arc::new(collection);
     Ok(CheckedCandidate {
         accepted: Accepted {
             result: PassedCollection {
                 reference: candidate.reference.clone(),
                 signed_at: trusted_signing_time(&functionaries),
                 functionaries,
-                subjects: statement.subject.clone(),
-                collection: Some(std::sync::Arc::new(collection.clone())),
+                subjects: statement.subject,
+                collection: Some(collection.clone()),
             },
             collection,
         },
@@ -353,7 +359,7 @@ fn check_attestations(
             }
         };
         for entry in entries {
-            match modules.evaluate(&entry.attestation, budget) {
+            match modules.evaluate_json(entry.attestation.as_str(), budget) {
                 RegoOutcome::Allowed => {}
                 RegoOutcome::Denied(messages) => reasons.push(Reason::RegoDenied {
                     kind: required.kind.clone(),
