@@ -3,6 +3,10 @@
 //! - **content** (manifests, indexes and configs fetched by digest) is kept only after its size
 //!   cap and hash check passed, without a TTL (the digest names the bytes for ever), in a
 //!   least-recently-used store bounded by total bytes;
+//! - **resolved images** (the parsed result of a whole resolution), in the same store and under
+//!   the same byte bound, charged an estimate of their size in memory, until the tag answer
+//!   they were resolved through expires (for a reference by digest: the tag TTL). A warm review
+//!   then reads neither bytes nor JSON; a tag moved meanwhile is seen no later than without it;
 //! - **answers**: a tag's digest, kept for a short TTL (a tag moves), and "not found", kept
 //!   for a shorter one (CI often asks before its push finishes). Nothing else is ever kept:
 //!   not unauthorized (credentials get fixed), and no transient failure (429, 5xx,
@@ -24,7 +28,7 @@ use oci_client::errors::OciDistributionError;
 use tokio::time::Instant;
 
 use super::{lock, RegistryConfig, RegistryError};
-use crate::image::Digest;
+use crate::image::{Digest, NestedIndex, PlatformImage, ResolvedImage};
 
 /// Answers (tag digests and "not found") kept before expired ones are swept out; if all are
 /// still live, the whole map is emptied.
@@ -39,6 +43,8 @@ pub(super) enum Kind {
     Manifest,
     /// A config blob, by digest.
     Config,
+    /// A resolved image, by the reference as written.
+    Resolved,
 }
 
 /// A cache key: everything that decides what a registry answers.
@@ -115,12 +121,55 @@ impl Caches {
 
     /// Verified bytes kept for `key`.
     pub(super) fn content(&self, key: &Key) -> Option<Arc<[u8]>> {
-        lock(&self.content).get(key)
+        match lock(&self.content).get(key)? {
+            Stored::Bytes(body) => Some(body),
+            Stored::Resolved { .. } => None,
+        }
     }
 
     /// Keeps `body`, which passed its size cap and its hash check against the digest in `key`.
     pub(super) fn keep_content(&self, key: Key, body: Arc<[u8]>) {
-        lock(&self.content).insert(key, body);
+        lock(&self.content).insert(key, Stored::Bytes(body));
+    }
+
+    /// The resolved image kept for `key`, while it is live.
+    pub(super) fn resolved(&self, key: &Key) -> Option<ResolvedImage> {
+        let mut content = lock(&self.content);
+        match content.get(key)? {
+            Stored::Resolved { image, expires } if expires > Instant::now() => {
+                Some(ResolvedImage::clone(&image))
+            }
+            Stored::Resolved { .. } => {
+                content.remove(key);
+                None
+            }
+            Stored::Bytes(_) => None,
+        }
+    }
+
+    /// Keeps `image` until `expires` (nothing is kept for a moment already past).
+    pub(super) fn keep_resolved(&self, key: Key, image: &ResolvedImage, expires: Instant) {
+        if expires <= Instant::now() {
+            return;
+        }
+        let mut content = lock(&self.content);
+        // A stale entry for the key would make the insertion a no-op.
+        content.remove(&key);
+        let image = Arc::new(image.clone());
+        content.insert(key, Stored::Resolved { image, expires });
+    }
+
+    /// When the live tag answer kept for `key` expires, if it is `digest` (`None`: no live
+    /// answer, or one for another digest: the tag moved while this resolution ran).
+    pub(super) fn digest_expiry(&self, key: &Key, digest: &Digest) -> Option<Instant> {
+        match lock(&self.answers).get(key) {
+            Some((expires, Answer::Digest(kept)))
+                if *expires > Instant::now() && kept == digest =>
+            {
+                Some(*expires)
+            }
+            _ => None,
+        }
     }
 
     /// The live tag digest or "not found" kept for `key`.
@@ -193,7 +242,7 @@ impl Caches {
         // Nothing would be kept for a waiter to find: no point in waiting.
         let caching = match key.kind {
             Kind::Tag => !self.tag_ttl.is_zero(),
-            Kind::Manifest | Kind::Config => self.content_limit > 0,
+            Kind::Manifest | Kind::Config | Kind::Resolved => self.content_limit > 0,
         };
         if !caching {
             return miss().await;
@@ -220,12 +269,77 @@ impl Caches {
     }
 }
 
-/// Verified bytes by key, least recently used first out, bounded by total bytes.
+/// What the content store holds for a key.
+#[derive(Clone)]
+enum Stored {
+    /// Verified bytes of a manifest, index or config.
+    Bytes(Arc<[u8]>),
+    /// A resolved image, live until `expires`.
+    Resolved {
+        image: Arc<ResolvedImage>,
+        expires: Instant,
+    },
+}
+
+impl Stored {
+    /// Bytes charged to the cache: a body's length, or an estimate of what a resolved image
+    /// holds in memory (see [`resolved_weight`]).
+    fn weight(&self) -> u64 {
+        match self {
+            Self::Bytes(body) => body.len() as u64,
+            Self::Resolved { image, .. } => resolved_weight(image),
+        }
+    }
+}
+
+/// What one heap allocation (a string, a map node, a vector) is charged besides its bytes.
+const ALLOCATION: u64 = 32;
+
+/// An estimate, on the high side, of the memory a resolved image holds: every struct, every
+/// string's bytes, and [`ALLOCATION`] for each allocation behind them.
+fn resolved_weight(image: &ResolvedImage) -> u64 {
+    fn size<T>() -> u64 {
+        std::mem::size_of::<T>() as u64
+    }
+    let text = |s: &str| s.len() as u64 + ALLOCATION;
+    let digest = |d: &Digest| text(d.algorithm()) + text(d.hex()) + size::<Digest>();
+    let map = |m: &BTreeMap<String, String>| -> u64 {
+        m.iter()
+            .map(|(k, v)| text(k) + text(v) + 2 * size::<String>())
+            .sum::<u64>()
+            + ALLOCATION
+    };
+    let nested = |n: &NestedIndex| {
+        digest(&n.digest) + map(&n.annotations) + map(&n.entry_annotations) + size::<NestedIndex>()
+    };
+    let platform = |p: &PlatformImage| {
+        p.platform.as_deref().map_or(0, text)
+            + digest(&p.manifest_digest)
+            + digest(&p.config_digest)
+            + map(&p.labels)
+            + map(&p.manifest_annotations)
+            + map(&p.index_entry_annotations)
+            + p.nested_in.iter().map(nested).sum::<u64>()
+            + ALLOCATION
+            + size::<PlatformImage>()
+    };
+    size::<ResolvedImage>()
+        + 4 * text(&image.reference.to_string())
+        + digest(&image.digest)
+        + text(&image.media_type)
+        + map(&image.index_annotations)
+        + image.images.iter().map(platform).sum::<u64>()
+        + image.skipped_attestations.iter().map(digest).sum::<u64>()
+        + 2 * ALLOCATION
+}
+
+/// Verified bytes and resolved images by key, least recently used first out, bounded by total
+/// bytes.
 struct ContentCache {
     limit: u64,
     used: u64,
     tick: u64,
-    entries: HashMap<Key, (Arc<[u8]>, u64)>,
+    entries: HashMap<Key, (Stored, u64)>,
     /// Last use → key, oldest first.
     order: BTreeMap<u64, Key>,
 }
@@ -241,7 +355,7 @@ impl ContentCache {
         }
     }
 
-    fn get(&mut self, key: &Key) -> Option<Arc<[u8]>> {
+    fn get(&mut self, key: &Key) -> Option<Stored> {
         self.tick += 1;
         let tick = self.tick;
         let (body, used) = self.entries.get_mut(key)?;
@@ -251,8 +365,8 @@ impl ContentCache {
         Some(body.clone())
     }
 
-    fn insert(&mut self, key: Key, body: Arc<[u8]>) {
-        let weight = body.len() as u64 + key.weight();
+    fn insert(&mut self, key: Key, body: Stored) {
+        let weight = body.weight() + key.weight();
         if weight > self.limit || self.entries.contains_key(&key) {
             return;
         }
@@ -261,13 +375,20 @@ impl ContentCache {
                 break;
             };
             if let Some((old, _)) = self.entries.remove(&oldest) {
-                self.used -= old.len() as u64 + oldest.weight();
+                self.used -= old.weight() + oldest.weight();
             }
         }
         self.tick += 1;
         self.used += weight;
         self.order.insert(self.tick, key.clone());
         self.entries.insert(key, (body, self.tick));
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some((old, used)) = self.entries.remove(key) {
+            self.order.remove(&used);
+            self.used -= old.weight() + key.weight();
+        }
     }
 }
 
@@ -281,8 +402,8 @@ mod tests {
         Key::new("r", "repo", "id", Kind::Manifest, name)
     }
 
-    fn body(len: usize) -> Arc<[u8]> {
-        vec![0u8; len].into()
+    fn body(len: usize) -> Stored {
+        Stored::Bytes(vec![0u8; len].into())
     }
 
     #[test]
@@ -395,6 +516,80 @@ mod tests {
         assert!(matches!(off.answer(&missing), Cached::Miss));
     }
 
+    fn resolved_image() -> ResolvedImage {
+        let digest = Digest::sha256_of(b"index");
+        let platform = |name: &str| PlatformImage {
+            platform: Some(name.into()),
+            manifest_digest: Digest::sha256_of(name.as_bytes()),
+            config_digest: Digest::sha256_of(b"config"),
+            labels: BTreeMap::from([("org.opencontainers.image.revision".into(), "a".repeat(40))]),
+            manifest_annotations: BTreeMap::new(),
+            index_entry_annotations: BTreeMap::new(),
+            nested_in: Vec::new(),
+        };
+        ResolvedImage {
+            reference: crate::image::ImageReference::parse("r:5000/repo:v1").unwrap(),
+            digest,
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            index_annotations: BTreeMap::new(),
+            images: vec![platform("linux/amd64"), platform("linux/arm64")],
+            skipped_attestations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn resolved_images_are_charged_to_the_byte_bound_and_expire() {
+        let caches = caches(Duration::from_secs(30), Duration::from_secs(5));
+        let image = resolved_image();
+        let key = Key::new("r:5000", "repo", "id", Kind::Resolved, "r:5000/repo:v1");
+        caches.keep_resolved(
+            key.clone(),
+            &image,
+            Instant::now() + Duration::from_millis(200),
+        );
+        assert_eq!(caches.resolved(&key), Some(image.clone()));
+        // Not served as bytes.
+        assert!(caches.content(&key).is_none());
+        // Charged more than the strings it holds (two platforms, digests, labels, reference).
+        let charged = lock(&caches.content).used;
+        assert_eq!(charged, resolved_weight(&image) + key.weight());
+        assert!(charged > 1000, "{charged}");
+
+        // Once expired it is dropped, and its weight with it.
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(caches.resolved(&key), None);
+        assert_eq!(lock(&caches.content).used, 0);
+
+        // Kept again over an entry for the same key, the old weight is not left behind.
+        let later = Instant::now() + Duration::from_secs(10);
+        caches.keep_resolved(key.clone(), &image, later);
+        caches.keep_resolved(key.clone(), &image, later);
+        assert_eq!(lock(&caches.content).used, charged);
+
+        // A moment already past keeps nothing, nor does a bound smaller than the image.
+        let other = Key::new("r:5000", "repo", "id", Kind::Resolved, "r:5000/repo:v2");
+        caches.keep_resolved(other.clone(), &image, Instant::now());
+        assert_eq!(caches.resolved(&other), None);
+        let small = Caches::new(&RegistryConfig {
+            content_cache_bytes: charged - 1,
+            ..RegistryConfig::default()
+        });
+        small.keep_resolved(key.clone(), &image, later);
+        assert_eq!(small.resolved(&key), None);
+    }
+
+    #[test]
+    fn a_resolution_is_kept_only_under_the_live_answer_for_its_digest() {
+        let caches = caches(Duration::from_secs(30), Duration::from_secs(5));
+        let tag = Key::new("r", "repo", "id", Kind::Tag, "v1");
+        let (old, new) = (Digest::sha256_of(b"old"), Digest::sha256_of(b"new"));
+        assert_eq!(caches.digest_expiry(&tag, &old), None);
+        caches.keep_digest(&tag, &new);
+        assert!(caches.digest_expiry(&tag, &new).is_some());
+        // The tag moved while a resolution of the old digest ran.
+        assert_eq!(caches.digest_expiry(&tag, &old), None);
+    }
+
     fn caches_off() -> Caches {
         caches(Duration::ZERO, Duration::ZERO)
     }
@@ -412,7 +607,7 @@ mod tests {
                 }
                 upstream.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                caches.keep_content(key.clone(), body(7));
+                caches.keep_content(key.clone(), vec![0u8; 7].into());
                 Ok(7)
             })
         };

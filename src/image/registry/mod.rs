@@ -1,4 +1,7 @@
-//! Registry access: an image reference to a [`ResolvedImage`], through `oci-client`.
+//! Registry access: an image reference to a [`ResolvedImage`], through `oci-client`, or
+//! directly (with a reqwest client configured as the endpoint's `oci-client` is) at endpoints
+//! whose `GET /v2/` sends no auth challenge, which is remembered per endpoint client for a few
+//! minutes instead of being asked before every request (see `endpoint.rs`).
 //!
 //! What [`Registry::resolve`] guarantees:
 //! - a tag is resolved to a digest once; a digest in the reference wins over its tag;
@@ -12,9 +15,11 @@
 //!
 //! What is cached (see `cache.rs`): manifests, indexes and configs by digest after their hash
 //! check, with no TTL, bounded by [`RegistryConfig::content_cache_bytes`]; a tag's digest for
-//! [`RegistryConfig::tag_cache_ttl`]; "not found" for [`RegistryConfig::negative_cache_ttl`];
-//! never "unauthorized" nor a transient failure. Concurrent misses for one key make one request.
-//! Every key holds the registry, the repository and a hash of the credentials.
+//! [`RegistryConfig::tag_cache_ttl`]; the resolved image itself under the same byte bound, as
+//! long as the tag answer it went through (for a reference by digest: the tag TTL); "not found"
+//! for [`RegistryConfig::negative_cache_ttl`]; never "unauthorized" nor a transient failure.
+//! Concurrent misses for one key make one request. Every key holds the registry, the
+//! repository and a hash of the credentials.
 //!
 //! Plain HTTP is used only for the hosts listed in [`RegistryConfig::insecure_hosts`].
 //!
@@ -35,11 +40,13 @@
 //! carry `?ns=<registry>`.
 //!
 //! Limitation: the bearer-token realm a registry names in `WWW-Authenticate` is followed
-//! wherever it points (`oci-client` offers no hook to vet it), and blob downloads follow
+//! wherever it points (`oci-client` offers no hook to vet it, and the direct path, answering a
+//! 401 with basic credentials, follows it the same way), and blob downloads follow
 //! redirects, as registries that keep blobs in object storage need. A registry admins do not
 //! trust can therefore make the webhook send requests elsewhere; content is still hash-checked.
 
 mod cache;
+mod endpoint;
 mod error;
 mod manifest;
 mod request;
@@ -59,6 +66,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use endpoint::EndpointClient;
 pub use error::RegistryError;
 pub(crate) use manifest::is_index_media_type;
 
@@ -83,6 +91,8 @@ pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_INDEX_ENTRIES: usize = 64;
 /// Default cap on index levels: an index may list indexes, which may list only manifests.
 pub const DEFAULT_MAX_NESTING: usize = 2;
+/// What every request to a registry says it is.
+const USER_AGENT: &str = concat!("attestgate/", env!("CARGO_PKG_VERSION"));
 /// Longest pause between two retries.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 /// Clients kept (one per registry and credentials) before the cache is emptied.
@@ -114,7 +124,8 @@ pub struct RegistryConfig {
     /// Cap on index levels (1: an index may not list indexes).
     pub max_nesting: usize,
     /// Bound on the verified manifests, indexes and configs kept (no TTL: a digest names its
-    /// bytes for ever), in bytes; 0 keeps none.
+    /// bytes for ever) and on the resolved images kept (for as long as their tag's digest), in
+    /// bytes (a resolved image is charged an estimate of its size in memory); 0 keeps none.
     pub content_cache_bytes: u64,
     /// How long a tag's digest is kept; zero keeps none.
     pub tag_cache_ttl: Duration,
@@ -249,8 +260,9 @@ pub struct Registry {
     config: RegistryConfig,
     /// `oci-client` keeps the first credentials it sees for a registry and caches tokens per
     /// repository, so one client serves exactly one (registry, endpoint, credentials) triple:
-    /// tokens obtained with one tenant's pull secret are never used for another's.
-    clients: Mutex<HashMap<(String, String, String), oci_client::Client>>,
+    /// tokens obtained with one tenant's pull secret are never used for another's. Each holds
+    /// the endpoint's direct client and what its `/v2/` said (see `endpoint.rs`).
+    clients: Mutex<HashMap<(String, String, String), EndpointClient>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     caches: cache::Caches,
 }
@@ -296,7 +308,9 @@ impl Registry {
     /// Resolves `reference` at its registry with `credentials`, finishing before `deadline`.
     ///
     /// What is fetched: the tag's digest (unless the reference has a digest), the manifest or
-    /// index it pins, and for every runnable platform image its manifest and config.
+    /// index it pins, and for every runnable platform image its manifest and config; nothing
+    /// while an earlier resolution of the same reference with the same credentials is kept
+    /// (see the caches above).
     ///
     /// # Errors
     /// [`RegistryError`]; [`RegistryError::is_transient`] tells which must not be cached.
@@ -306,6 +320,23 @@ impl Registry {
         credentials: &RegistryCredentials,
         deadline: Instant,
     ) -> Result<ResolvedImage, RegistryError> {
+        let identity = credentials.fingerprint();
+        let key = |kind, name: &str| {
+            cache::Key::new(
+                reference.registry(),
+                reference.repository(),
+                &identity,
+                kind,
+                name,
+            )
+        };
+        let resolved_key = key(cache::Kind::Resolved, &reference.to_string());
+        if let Some(mut hit) = self.caches.resolved(&resolved_key) {
+            hit.reference = reference.clone();
+            return Ok(hit);
+        }
+
+        let started = Instant::now();
         let routes = self.routes_for(reference.registry(), credentials)?;
         let limit = self.limit_for(reference.registry());
         let session = resolve::Session {
@@ -319,11 +350,26 @@ impl Registry {
             routes: &routes,
             auth: credentials.to_oci(),
             caches: &self.caches,
-            identity: credentials.fingerprint(),
+            identity: identity.clone(),
             reference,
             entries: AtomicUsize::new(0),
         };
-        session.resolve().await
+        let resolved = session.resolve().await?;
+
+        // Kept while the tag answer it went through is live and still names its digest (a
+        // reference by digest: for the tag TTL from the start).
+        let tag_ttl = self.config.tag_cache_ttl;
+        let expires = match reference.digest() {
+            Some(_) => (!tag_ttl.is_zero()).then(|| started + tag_ttl),
+            None => {
+                let tag = key(cache::Kind::Tag, reference.tag().unwrap_or("latest"));
+                self.caches.digest_expiry(&tag, &resolved.digest)
+            }
+        };
+        if let Some(expires) = expires {
+            self.caches.keep_resolved(resolved_key, &resolved, expires);
+        }
+        Ok(resolved)
     }
 
     /// The endpoints to try for `registry`, in order, each with its client; plain-HTTP ones the
@@ -369,7 +415,7 @@ impl Registry {
         registry: &str,
         endpoint: &Endpoint,
         credentials: &RegistryCredentials,
-    ) -> Result<oci_client::Client, RegistryError> {
+    ) -> Result<EndpointClient, RegistryError> {
         let key = (
             registry.to_string(),
             endpoint.url(),
@@ -411,19 +457,36 @@ impl Registry {
         Ok(clients.entry(key).or_insert(client).clone())
     }
 
+    /// The endpoint's `oci-client` and its direct client, configured alike: the same extra
+    /// roots (merged with the system's), timeouts and user agent; both keep reqwest's defaults
+    /// for everything else (redirects: up to 10; proxies from the environment).
     fn build_client(
         &self,
         protocol: ClientProtocol,
         endpoint_ca_pem: Vec<Vec<u8>>,
-    ) -> Result<oci_client::Client, RegistryError> {
+    ) -> Result<EndpointClient, RegistryError> {
+        let roots: Vec<Vec<u8>> = self
+            .config
+            .extra_ca_pem
+            .iter()
+            .cloned()
+            .chain(endpoint_ca_pem)
+            .collect();
+        let setup = |e: reqwest::Error| RegistryError::Setup { source: e.into() };
+        let mut http = reqwest::Client::builder();
+        for pem in &roots {
+            http = http.tls_certs_merge([reqwest::Certificate::from_pem(pem).map_err(setup)?]);
+        }
+        let http = http
+            .connect_timeout(self.config.request_timeout)
+            .read_timeout(self.config.request_timeout)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(setup)?;
         let config = ClientConfig {
-            protocol,
-            extra_root_certificates: self
-                .config
-                .extra_ca_pem
-                .iter()
-                .cloned()
-                .chain(endpoint_ca_pem)
+            protocol: protocol.clone(),
+            extra_root_certificates: roots
+                .into_iter()
                 .map(|data| Certificate {
                     encoding: CertificateEncoding::Pem,
                     data,
@@ -433,11 +496,13 @@ impl Registry {
             platform_resolver: None,
             connect_timeout: Some(self.config.request_timeout),
             read_timeout: Some(self.config.request_timeout),
-            user_agent: concat!("attestgate/", env!("CARGO_PKG_VERSION")),
+            user_agent: USER_AGENT,
             ..ClientConfig::default()
         };
         // `Client::new` would fall back to a default client on error; `try_from` reports it.
-        oci_client::Client::try_from(config).map_err(|source| RegistryError::Setup { source })
+        let oci = oci_client::Client::try_from(config)
+            .map_err(|source| RegistryError::Setup { source })?;
+        Ok(EndpointClient::new(oci, http, protocol))
     }
 
     fn limit_for(&self, registry: &str) -> Arc<Semaphore> {
@@ -452,7 +517,7 @@ impl Registry {
 /// One endpoint of a registry, ready to be asked.
 pub(super) struct Route {
     pub(super) endpoint: Endpoint,
-    pub(super) client: oci_client::Client,
+    client: EndpointClient,
     /// The endpoint's host when it is not the registry itself (requests then carry
     /// `?ns=<registry>`).
     mirror: Option<String>,

@@ -1,10 +1,11 @@
 //! One resolution: tag to digest, the pinned manifest or index, and every runnable platform
 //! image under it with its config.
 //!
-//! Limitation: `oci-client` has no streaming read for manifests, so a manifest or index body is
-//! read whole before its size can be checked; the cap is enforced right after the read (the
-//! request timeout bounds how much a hostile registry can send meanwhile). Config blobs are
-//! streamed (`pull_blob_stream`) and refused as soon as they pass the cap.
+//! Manifests, indexes and configs are refused by their declared size, then streamed and refused
+//! as soon as they pass the cap. Limitation: through `oci-client` (registries that challenge,
+//! see `endpoint.rs`) a manifest or index body is read whole before its size can be checked, as
+//! `oci-client` has no streaming read for manifests; the cap is enforced right after the read
+//! (the request timeout bounds how much a hostile registry can send meanwhile).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,9 +18,10 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 
 use super::cache::{Cached, Caches, Key, Kind};
+use super::endpoint::Failure;
 use super::error::classify;
-use super::manifest::{self, Config, Descriptor, Index, Manifest, Parsed, ACCEPTED};
-use super::request::{read_capped, CappedRead, Rules};
+use super::manifest::{self, Config, Descriptor, Index, Manifest, Parsed};
+use super::request::Rules;
 use super::{RegistryError, Route};
 use crate::image::mirrors::Capabilities;
 use crate::image::{Digest, ImageReference, NestedIndex, PlatformImage, ResolvedImage};
@@ -143,7 +145,7 @@ impl Session<'_> {
                             .run(what, || async {
                                 route
                                     .client
-                                    .fetch_manifest_digest(&target, &self.auth)
+                                    .manifest_digest(&target, &self.auth)
                                     .await
                                     .map_err(|e| self.classify(route, what, e))
                             })
@@ -165,6 +167,7 @@ impl Session<'_> {
         let target = self.pinned(digest);
         // oci-client checks the body against the digest asked for too; the check below does
         // not depend on that.
+        let limit = self.rules.config.max_manifest_bytes;
         let body = self
             .content(Kind::Manifest, digest, &what, || async {
                 let body = self
@@ -177,27 +180,17 @@ impl Session<'_> {
                             async move {
                                 self.rules
                                     .run(what, || async {
-                                        route
-                                            .client
-                                            .pull_manifest_raw(&target, &self.auth, &ACCEPTED)
-                                            .await
-                                            .map(|(body, _)| body)
-                                            .map_err(|e| self.classify(route, what, e))
+                                        let read =
+                                            route.client.manifest(&target, &self.auth, limit).await;
+                                        read.map_err(|f| self.failed(route, what, limit, f))
                                     })
                                     .await
                             }
                         },
                     )
                     .await?;
-                let limit = self.rules.config.max_manifest_bytes;
-                if body.len() as u64 > limit {
-                    return Err(RegistryError::TooLarge {
-                        what: what.clone(),
-                        limit,
-                    });
-                }
                 check_digest(&what, digest, &body)?;
-                Ok(body.to_vec())
+                Ok(body)
             })
             .await?;
         manifest::parse(&what, &body)
@@ -226,23 +219,11 @@ impl Session<'_> {
                             async move {
                                 self.rules
                                     .run(what, || async {
-                                        let stream = route
+                                        let read = route
                                             .client
-                                            .pull_blob_stream(&target, digest_text.as_str())
-                                            .await
-                                            .map_err(|e| self.classify(route, what, e))?;
-                                        let declared = stream.content_length;
-                                        read_capped(stream, declared, limit).await.map_err(
-                                            |failure| match failure {
-                                                CappedRead::TooLarge => RegistryError::TooLarge {
-                                                    what: what.clone(),
-                                                    limit,
-                                                },
-                                                CappedRead::Failed(e) => {
-                                                    self.classify(route, what, e.into())
-                                                }
-                                            },
-                                        )
+                                            .blob(&target, digest_text, &self.auth, limit)
+                                            .await;
+                                        read.map_err(|f| self.failed(route, what, limit, f))
                                     })
                                     .await
                             }
@@ -455,6 +436,17 @@ impl Session<'_> {
             registry: self.rules.registry.to_string(),
             what: what.to_string(),
         }))
+    }
+
+    /// A failed read of content capped at `limit`, as a [`RegistryError`].
+    fn failed(&self, route: &Route, what: &str, limit: u64, failure: Failure) -> RegistryError {
+        match failure {
+            Failure::TooLarge => RegistryError::TooLarge {
+                what: what.to_string(),
+                limit,
+            },
+            Failure::Registry(err) => self.classify(route, what, err),
+        }
     }
 
     fn classify(
