@@ -6,16 +6,20 @@
 //! and the verdicts back here.
 
 mod mode;
+mod object;
+#[cfg(test)]
+mod oracle;
 mod response;
 mod review;
+mod strict;
 mod text;
 mod workload;
 
 pub use mode::{Mode, ModeError};
 pub use response::{
-    decision, respond, respond_denied, respond_error, respond_error_for, respond_skip, Decision,
-    DecisionRecord, ImageVerdict, Outcome, MAX_IMAGES_ANNOTATION_BYTES, MAX_LINES,
-    MAX_WARNING_CHARS,
+    answer, answer_skip, decision, respond, respond_denied, respond_error, respond_error_for,
+    respond_skip, Answer, Decision, DecisionRecord, ImageVerdict, Outcome,
+    MAX_IMAGES_ANNOTATION_BYTES, MAX_LINES, MAX_WARNING_CHARS,
 };
 pub use review::{
     uid_of, ApiVersion, GroupVersionKind, GroupVersionResource, Operation, Review, ReviewError,

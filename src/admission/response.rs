@@ -154,42 +154,114 @@ pub fn decision(verdicts: &[ImageVerdict]) -> Decision {
     }
 }
 
+/// An AdmissionReview answer, typed so that it is encoded without building a JSON tree first.
+///
+/// Members are declared in sorted order, so the encoding is byte for byte what encoding the
+/// `serde_json::Value` of [`respond`] gives (its objects sort their keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Answer {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: AnswerResponse,
+}
+
+impl Answer {
+    /// The answer as a JSON value, for callers that inspect it.
+    pub fn to_value(&self) -> Value {
+        // Every key is a string and every value plain data: the conversion cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct AnswerResponse {
+    allowed: bool,
+    #[serde(rename = "auditAnnotations")]
+    audit_annotations: AuditAnnotations,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    uid: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct Status {
+    code: u16,
+    message: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct AuditAnnotations {
+    decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images: Option<String>,
+    #[serde(rename = "images-omitted", skip_serializing_if = "Option::is_none")]
+    images_omitted: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// Answers `review` from the verdicts on its images.
 pub fn respond(review: &Review, verdicts: &[ImageVerdict]) -> Value {
-    let decision = decision(verdicts);
-    let mut annotations = Map::new();
-    annotations.insert("decision".into(), decision.as_str().into());
-    let (images, omitted) = images_annotation(verdicts);
-    annotations.insert("images".into(), images.into());
-    if omitted > 0 {
-        annotations.insert("images-omitted".into(), omitted.to_string().into());
-    }
+    answer(review, verdicts).to_value()
+}
 
-    let mut response = Map::new();
-    response.insert("uid".into(), review.uid.clone().into());
-    response.insert("allowed".into(), (decision != Decision::Denied).into());
-    if decision == Decision::Denied {
+/// The answer of [`respond`], typed.
+pub fn answer(review: &Review, verdicts: &[ImageVerdict]) -> Answer {
+    let decision = decision(verdicts);
+    let (images, omitted) = images_annotation(verdicts);
+    let status = (decision == Decision::Denied).then(|| {
         let lines = failure_lines(verdicts, Mode::Enforce, MAX_DENIAL_LINE_CHARS);
-        response.insert("status".into(), status(403, "Forbidden", &lines.join("\n")));
+        Status {
+            code: 403,
+            message: lines.join("\n"),
+            reason: "Forbidden",
+        }
+    });
+    Answer {
+        api_version: review.api_version.as_str(),
+        kind: "AdmissionReview",
+        response: AnswerResponse {
+            allowed: decision != Decision::Denied,
+            audit_annotations: AuditAnnotations {
+                decision: decision.as_str(),
+                images: Some(images),
+                images_omitted: (omitted > 0).then(|| omitted.to_string()),
+                reason: None,
+            },
+            status,
+            uid: review.uid.clone(),
+            warnings: failure_lines(verdicts, Mode::Warn, MAX_WARNING_CHARS),
+        },
     }
-    let warnings = failure_lines(verdicts, Mode::Warn, MAX_WARNING_CHARS);
-    if !warnings.is_empty() {
-        response.insert("warnings".into(), warnings.into());
-    }
-    response.insert("auditAnnotations".into(), annotations.into());
-    envelope(review.api_version, response)
 }
 
 /// Admits `review` without judging it.
 pub fn respond_skip(review: &Review, reason: &SkipReason) -> Value {
-    let mut response = Map::new();
-    response.insert("uid".into(), review.uid.clone().into());
-    response.insert("allowed".into(), true.into());
-    response.insert(
-        "auditAnnotations".into(),
-        annotations("skipped", &reason.to_string()),
-    );
-    envelope(review.api_version, response)
+    answer_skip(review, reason).to_value()
+}
+
+/// The answer of [`respond_skip`], typed.
+pub fn answer_skip(review: &Review, reason: &SkipReason) -> Answer {
+    Answer {
+        api_version: review.api_version.as_str(),
+        kind: "AdmissionReview",
+        response: AnswerResponse {
+            allowed: true,
+            audit_annotations: AuditAnnotations {
+                decision: "skipped",
+                images: None,
+                images_omitted: None,
+                reason: Some(text::clean(&reason.to_string(), MAX_MESSAGE_CHARS)),
+            },
+            status: None,
+            uid: review.uid.clone(),
+            warnings: Vec::new(),
+        },
+    }
 }
 
 /// Denies `review` as a whole (403), for a failure of the request rather than of an image: a
@@ -313,7 +385,7 @@ fn images_annotation(verdicts: &[ImageVerdict]) -> (String, usize) {
     let mut out = String::from("[");
     let mut listed = 0;
     for verdict in verdicts {
-        let record = audit_record(verdict).to_string();
+        let record = audit_record(verdict);
         let separator = usize::from(listed > 0);
         if out.len() + separator + record.len() + 1 > MAX_IMAGES_ANNOTATION_BYTES {
             break;
@@ -328,20 +400,37 @@ fn images_annotation(verdicts: &[ImageVerdict]) -> (String, usize) {
     (out, verdicts.len() - listed)
 }
 
-fn audit_record(verdict: &ImageVerdict) -> Value {
+/// One image's entry in the `images` annotation (members in sorted order, as a JSON object
+/// would print them).
+#[derive(Serialize)]
+struct AuditRecord {
+    binding: Option<String>,
+    cached: bool,
+    digest: Option<String>,
+    evidence: Vec<String>,
+    image: String,
+    mode: &'static str,
+    outcome: &'static str,
+    policies: Vec<String>,
+    reason: Option<String>,
+}
+
+fn audit_record(verdict: &ImageVerdict) -> String {
     let record = &verdict.record;
     let short = |s: &str| text::cut(s, MAX_RECORD_STRING_CHARS);
-    json!({
-        "image": short(&verdict.image),
-        "outcome": verdict.outcome.name(),
-        "reason": verdict.outcome.reason().map(short),
-        "digest": record.digest.as_deref().map(short),
-        "policies": short_list(&record.policies),
-        "evidence": short_list(&record.evidence),
-        "binding": record.binding.as_deref().map(short),
-        "cached": record.cached,
-        "mode": record.mode.as_str(),
-    })
+    let entry = AuditRecord {
+        binding: record.binding.as_deref().map(short),
+        cached: record.cached,
+        digest: record.digest.as_deref().map(short),
+        evidence: short_list(&record.evidence),
+        image: short(&verdict.image),
+        mode: record.mode.as_str(),
+        outcome: verdict.outcome.name(),
+        policies: short_list(&record.policies),
+        reason: verdict.outcome.reason().map(short),
+    };
+    // Plain strings, booleans and lists: the encoding cannot fail.
+    serde_json::to_string(&entry).unwrap_or_default()
 }
 
 fn short_list(items: &[String]) -> Vec<String> {
@@ -585,6 +674,35 @@ mod tests {
         let omitted: usize = annotation(&answer, "images-omitted").parse().unwrap();
         assert_eq!(records.len() + omitted, 1000);
         assert!(omitted > 0);
+    }
+
+    #[test]
+    fn the_typed_answer_encodes_to_the_bytes_of_its_json_value() {
+        let r = review("admission.k8s.io/v1beta1");
+        let mut many: Vec<ImageVerdict> = (0..300)
+            .map(|i| violation(&format!("registry.example/image-{i}\u{1b}:v1"), Mode::Warn))
+            .collect();
+        many[7].record.mode = Mode::Enforce;
+        many[8].outcome = Outcome::Error("registry said \"no\"\n".into());
+        many[9].record.digest = None;
+        many[9].record.binding = None;
+        let answers = [
+            answer(&r, &[]),
+            answer(&r, &[verdict("app:1", Outcome::Admitted, Mode::Enforce)]),
+            answer(&r, &[violation("app:1", Mode::Enforce)]),
+            answer(&r, &many),
+            answer_skip(&r, &SkipReason::SubResource("status\u{1b}".into())),
+        ];
+        for answer in answers {
+            let typed = serde_json::to_string(&answer).unwrap();
+            let value = answer.to_value();
+            assert_eq!(typed, value.to_string());
+            let images = value["response"]["auditAnnotations"]["images"].as_str();
+            if let Some(images) = images {
+                let records: Value = serde_json::from_str(images).unwrap();
+                assert_eq!(images, records.to_string(), "records print sorted");
+            }
+        }
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! escaped excerpt of a value.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
-use super::text;
+use super::object::Node;
+use super::strict::{self, record_members, Obj, Scalar};
+use super::{text, workload};
 
 /// The largest body [`Review::parse`] reads; the API server's requests stay well below it.
 pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
@@ -124,10 +125,10 @@ pub struct Review {
     pub dry_run: bool,
     /// `request.userInfo.username`, for logs only (empty when absent).
     pub user: String,
-    /// `request.object` (`None` when absent or `null`).
-    pub object: Option<Value>,
-    /// `request.oldObject` (`None` when absent or `null`).
-    pub old_object: Option<Value>,
+    /// `request.object`, read as far as attestgate looks into it.
+    pub(crate) object: Obj<Node>,
+    /// `request.oldObject`, read as far as attestgate looks into it.
+    pub(crate) old_object: Obj<Node>,
 }
 
 /// Why a body is not an AdmissionReview we can answer.
@@ -173,18 +174,21 @@ pub enum ReviewError {
     #[error("request.uid is longer than {0} bytes")]
     UidTooLong(usize),
     /// `kind` is not `AdmissionReview`.
-    #[error("kind {0:?} is not AdmissionReview")]
+    #[error("kind \"{0}\" is not AdmissionReview")]
     NotAdmissionReview(String),
     /// `apiVersion` is neither `admission.k8s.io/v1` nor `admission.k8s.io/v1beta1`.
-    #[error("apiVersion {0:?} is not admission.k8s.io/v1 or admission.k8s.io/v1beta1")]
+    #[error("apiVersion \"{0}\" is not admission.k8s.io/v1 or admission.k8s.io/v1beta1")]
     UnsupportedApiVersion(String),
     /// `request.operation` is not one of the four operations.
-    #[error("request.operation {0:?} is not CREATE, UPDATE, DELETE or CONNECT")]
+    #[error("request.operation \"{0}\" is not CREATE, UPDATE, DELETE or CONNECT")]
     UnknownOperation(String),
 }
 
 impl Review {
     /// Reads an AdmissionReview body, refusing anything the API server would not send.
+    ///
+    /// The whole body is read in one pass: the envelope and the parts of the objects that hold
+    /// images into typed fields, the rest walked over and checked for repeated keys only.
     pub fn parse(body: &[u8]) -> Result<Self, ReviewError> {
         if body.len() > MAX_REVIEW_BYTES {
             return Err(ReviewError::TooLarge {
@@ -192,32 +196,29 @@ impl Review {
                 limit: MAX_REVIEW_BYTES,
             });
         }
-        let value = crate::json_shape::parse_strict(body).map_err(json_error)?;
-        let Value::Object(mut top) = value else {
-            return Err(ReviewError::NotAnObject);
+        let top = match strict::from_slice::<Obj<Top>>(body).map_err(json_error)? {
+            Obj::Object(top) => top,
+            Obj::Null | Obj::Other => return Err(ReviewError::NotAnObject),
         };
 
-        match required_str(&top, "kind", "kind")? {
+        match required_str(&top.kind, "kind")? {
             "AdmissionReview" => {}
             other => return Err(ReviewError::NotAdmissionReview(excerpt(other))),
         }
-        let version = required_str(&top, "apiVersion", "apiVersion")?;
+        let version = required_str(&top.api_version, "apiVersion")?;
         let api_version = ApiVersion::from_api_version(version)
             .ok_or_else(|| ReviewError::UnsupportedApiVersion(excerpt(version)))?;
 
-        let mut request = match top.remove("request") {
-            None | Some(Value::Null) => return Err(ReviewError::Missing("request")),
-            Some(Value::Object(request)) => request,
-            Some(_) => return Err(wrong_type("request", "an object")),
+        let request = match top.request {
+            Obj::Null => return Err(ReviewError::Missing("request")),
+            Obj::Object(request) => request,
+            Obj::Other => return Err(wrong_type("request", "an object")),
         };
-        Self::from_request(api_version, &mut request)
+        Self::from_request(api_version, request)
     }
 
-    fn from_request(
-        api_version: ApiVersion,
-        request: &mut Map<String, Value>,
-    ) -> Result<Self, ReviewError> {
-        let uid = required_str(request, "uid", "request.uid")?;
+    fn from_request(api_version: ApiVersion, request: Request) -> Result<Self, ReviewError> {
+        let uid = required_str(&request.uid, "request.uid")?;
         if uid.is_empty() {
             return Err(ReviewError::Empty("request.uid"));
         }
@@ -226,9 +227,9 @@ impl Review {
         }
         let uid = uid.to_string();
 
-        let kind = gvk(request)?;
-        let resource = gvr(request)?;
-        let operation = match required_str(request, "operation", "request.operation")? {
+        let kind = gvk(&request.kind)?;
+        let resource = gvr(&request.resource)?;
+        let operation = match required_str(&request.operation, "request.operation")? {
             "CREATE" => Operation::Create,
             "UPDATE" => Operation::Update,
             "DELETE" => Operation::Delete,
@@ -236,20 +237,22 @@ impl Review {
             other => return Err(ReviewError::UnknownOperation(excerpt(other))),
         };
 
-        let sub_resource = optional_str(request, "subResource", "request.subResource")?;
-        let namespace = optional_str(request, "namespace", "request.namespace")?;
-        let name = optional_str(request, "name", "request.name")?;
-        let dry_run = match request.get("dryRun") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(dry_run)) => *dry_run,
-            Some(_) => return Err(wrong_type("request.dryRun", "a boolean")),
-        };
-        let user = match request.get("userInfo") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::Object(info)) => {
-                optional_str(info, "username", "request.userInfo.username")?.unwrap_or_default()
+        let sub_resource = optional_str(request.sub_resource, "request.subResource")?;
+        let namespace = optional_str(request.namespace, "request.namespace")?;
+        let name = optional_str(request.name, "request.name")?;
+        let dry_run = match request.dry_run {
+            Scalar::Null => false,
+            Scalar::Bool(dry_run) => dry_run,
+            Scalar::Str(_) | Scalar::Other => {
+                return Err(wrong_type("request.dryRun", "a boolean"))
             }
-            Some(_) => return Err(wrong_type("request.userInfo", "an object")),
+        };
+        let user = match request.user_info {
+            Obj::Null => String::new(),
+            Obj::Object(info) => {
+                optional_str(info.username, "request.userInfo.username")?.unwrap_or_default()
+            }
+            Obj::Other => return Err(wrong_type("request.userInfo", "an object")),
         };
 
         Ok(Self {
@@ -263,11 +266,92 @@ impl Review {
             operation,
             dry_run,
             user,
-            object: take_object(request, "object"),
-            old_object: take_object(request, "oldObject"),
+            object: request.object,
+            old_object: request.old_object,
         })
     }
+
+    /// The pod spec the object of this request's kind carries (a Pod's, or a workload's
+    /// template's), when the kind has one and the object holds it as an object.
+    pub(crate) fn pod_spec(&self) -> Option<&Node> {
+        let path = workload::pod_spec_path(&self.kind.group, &self.kind.kind)?;
+        let mut at = self.object.as_object()?;
+        for key in path {
+            at = at.child(key).as_object()?;
+        }
+        Some(at)
+    }
 }
+
+/// The review itself: what [`Review::parse`] reads of it.
+#[derive(Default)]
+struct Top {
+    kind: Scalar,
+    api_version: Scalar,
+    request: Obj<Request>,
+}
+
+record_members!(Top {
+    "kind" => kind,
+    "apiVersion" => api_version,
+    "request" => request,
+});
+
+/// `request`, with its members as they came; [`Review::from_request`] checks their types.
+#[derive(Default)]
+struct Request {
+    uid: Scalar,
+    kind: Obj<Names>,
+    resource: Obj<Names>,
+    sub_resource: Scalar,
+    namespace: Scalar,
+    name: Scalar,
+    operation: Scalar,
+    dry_run: Scalar,
+    user_info: Obj<UserInfo>,
+    object: Obj<Node>,
+    old_object: Obj<Node>,
+}
+
+record_members!(Request {
+    "uid" => uid,
+    "kind" => kind,
+    "resource" => resource,
+    "subResource" => sub_resource,
+    "namespace" => namespace,
+    "name" => name,
+    "operation" => operation,
+    "dryRun" => dry_run,
+    "userInfo" => user_info,
+    "object" => object,
+    "oldObject" => old_object,
+});
+
+/// `request.kind` or `request.resource`: group, version, and kind or resource.
+#[derive(Default)]
+struct Names {
+    group: Scalar,
+    version: Scalar,
+    kind: Scalar,
+    resource: Scalar,
+}
+
+record_members!(Names {
+    "group" => group,
+    "version" => version,
+    "kind" => kind,
+    "resource" => resource,
+});
+
+/// `request.userInfo`: only the user name, for logs.
+#[derive(Default)]
+struct UserInfo {
+    username: Scalar,
+}
+
+record_members!(UserInfo {
+    "username" => username,
+});
 
 /// Best effort: the version and uid of a body, to answer it when [`Review::parse`] or a later
 /// step failed. `None` when the body is over the limit, not JSON, of an unknown version, or has
@@ -295,8 +379,8 @@ pub fn uid_of(body: &[u8]) -> Option<(ApiVersion, String)> {
 }
 
 fn json_error(err: serde_json::Error) -> ReviewError {
-    // The strict reader's only data error is a repeated key; its message quotes the key, which
-    // can be as long as the body, so only the position is kept.
+    // The strict reader's only data error is a repeated key (every member is read whatever its
+    // type, and the types are checked afterwards), so only the position is kept.
     if err.classify() == serde_json::error::Category::Data {
         ReviewError::DuplicateKey {
             line: err.line(),
@@ -307,64 +391,48 @@ fn json_error(err: serde_json::Error) -> ReviewError {
     }
 }
 
-fn gvk(request: &Map<String, Value>) -> Result<GroupVersionKind, ReviewError> {
-    let kind = required_object(request, "kind", "request.kind")?;
+fn gvk(kind: &Obj<Names>) -> Result<GroupVersionKind, ReviewError> {
+    let kind = required_object(kind, "request.kind")?;
     Ok(GroupVersionKind {
-        group: required_str(kind, "group", "request.kind.group")?.to_string(),
-        version: required_str(kind, "version", "request.kind.version")?.to_string(),
-        kind: required_str(kind, "kind", "request.kind.kind")?.to_string(),
+        group: required_str(&kind.group, "request.kind.group")?.to_string(),
+        version: required_str(&kind.version, "request.kind.version")?.to_string(),
+        kind: required_str(&kind.kind, "request.kind.kind")?.to_string(),
     })
 }
 
-fn gvr(request: &Map<String, Value>) -> Result<GroupVersionResource, ReviewError> {
-    let resource = required_object(request, "resource", "request.resource")?;
+fn gvr(resource: &Obj<Names>) -> Result<GroupVersionResource, ReviewError> {
+    let resource = required_object(resource, "request.resource")?;
     Ok(GroupVersionResource {
-        group: required_str(resource, "group", "request.resource.group")?.to_string(),
-        version: required_str(resource, "version", "request.resource.version")?.to_string(),
-        resource: required_str(resource, "resource", "request.resource.resource")?.to_string(),
+        group: required_str(&resource.group, "request.resource.group")?.to_string(),
+        version: required_str(&resource.version, "request.resource.version")?.to_string(),
+        resource: required_str(&resource.resource, "request.resource.resource")?.to_string(),
     })
 }
 
-fn required_object<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<&'a Map<String, Value>, ReviewError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Err(ReviewError::Missing(field)),
-        Some(Value::Object(object)) => Ok(object),
-        Some(_) => Err(wrong_type(field, "an object")),
+fn required_object<'a, T>(value: &'a Obj<T>, field: &'static str) -> Result<&'a T, ReviewError> {
+    match value {
+        Obj::Null => Err(ReviewError::Missing(field)),
+        Obj::Object(object) => Ok(object),
+        Obj::Other => Err(wrong_type(field, "an object")),
     }
 }
 
-fn required_str<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<&'a str, ReviewError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Err(ReviewError::Missing(field)),
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(wrong_type(field, "a string")),
+fn required_str<'a>(value: &'a Scalar, field: &'static str) -> Result<&'a str, ReviewError> {
+    match value {
+        Scalar::Null => Err(ReviewError::Missing(field)),
+        Scalar::Str(s) => Ok(s),
+        Scalar::Bool(_) | Scalar::Other => Err(wrong_type(field, "a string")),
     }
 }
 
 /// An optional string; absent, `null` and `""` all read as `None`.
-fn optional_str(
-    map: &Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<Option<String>, ReviewError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(wrong_type(field, "a string")),
+fn optional_str(value: Scalar, field: &'static str) -> Result<Option<String>, ReviewError> {
+    match value {
+        Scalar::Null => Ok(None),
+        Scalar::Str(s) if s.is_empty() => Ok(None),
+        Scalar::Str(s) => Ok(Some(s)),
+        Scalar::Bool(_) | Scalar::Other => Err(wrong_type(field, "a string")),
     }
-}
-
-fn take_object(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
-    map.remove(key).filter(|v| !v.is_null())
 }
 
 fn wrong_type(field: &'static str, expected: &'static str) -> ReviewError {
@@ -378,7 +446,7 @@ fn excerpt(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn minimal() -> Value {
         json!({
@@ -430,8 +498,8 @@ mod tests {
         assert_eq!(review.namespace, None);
         assert!(!review.dry_run);
         assert_eq!(review.user, "");
-        assert!(review.object.is_some());
-        assert_eq!(review.old_object, None);
+        assert!(review.object.as_object().is_some());
+        assert_eq!(review.old_object, Obj::Null);
     }
 
     #[test]
@@ -455,13 +523,16 @@ mod tests {
         assert_eq!(review.name.as_deref(), Some("web-0"));
         assert!(review.dry_run);
         assert_eq!(review.user, "alice");
-        assert_eq!(review.old_object, Some(json!({"spec": {}})));
+        let old = review.old_object.as_object().unwrap();
+        assert_eq!(old.spec, Obj::Object(Box::default()));
     }
 
     #[test]
     fn null_objects_read_as_none() {
         let value = with(minimal(), "/request/object", Value::Null);
-        assert_eq!(parse(&value).unwrap().object, None);
+        assert_eq!(parse(&value).unwrap().object, Obj::Null);
+        let value = with(minimal(), "/request/object", json!("pod"));
+        assert_eq!(parse(&value).unwrap().object, Obj::Other);
     }
 
     #[test]
@@ -498,6 +569,28 @@ mod tests {
             panic!("{err}");
         };
         assert!(source.to_string().contains("recursion limit"), "{source}");
+    }
+
+    #[test]
+    fn objects_nested_to_the_limit_are_read_without_exhausting_the_stack() {
+        // Kept members (`spec` is read into a record at every depth) and skipped ones.
+        for key in ["spec", "x"] {
+            let depth = 120;
+            let mut object = "{}".to_string();
+            for _ in 0..depth {
+                object = format!(r#"{{"{key}":{object},"k1":1,"k2":2}}"#);
+            }
+            let mut value = minimal();
+            value["request"]["object"] = serde_json::from_str(&object).unwrap();
+            let body = value.to_string();
+            let parsed = std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || Review::parse(body.as_bytes()).map(|_| ()))
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(parsed.is_ok(), "{key}: {parsed:?}");
+        }
     }
 
     #[test]

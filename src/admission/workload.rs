@@ -14,9 +14,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
+use super::object::Node;
 use super::review::{Operation, Review};
+use super::strict::{List, Obj, Scalar};
 use super::text;
 
 /// How long a container or volume name may be in a location label.
@@ -119,11 +120,11 @@ pub fn images_to_judge(review: &Review) -> Judgement {
         Err(judgement) => return judgement,
     };
     let object = match &review.object {
-        None => return Judgement::Malformed("request.object is missing".into()),
-        Some(Value::Object(object)) => object,
-        Some(_) => return Judgement::Malformed("request.object is not an object".into()),
+        Obj::Null => return Judgement::Malformed("request.object is missing".into()),
+        Obj::Object(object) => object,
+        Obj::Other => return Judgement::Malformed("request.object is not an object".into()),
     };
-    if is_being_deleted(object) {
+    if object.is_being_deleted() {
         return Judgement::Skip(SkipReason::BeingDeleted);
     }
 
@@ -136,10 +137,10 @@ pub fn images_to_judge(review: &Review) -> Judgement {
     }
 
     let old: HashSet<String> = match &review.old_object {
-        Some(Value::Object(old)) => images_of(old, at)
+        Obj::Object(old) => images_of(old, at)
             .map(|uses| uses.into_iter().map(|u| u.image).collect())
             .unwrap_or_default(),
-        _ => HashSet::new(),
+        Obj::Null | Obj::Other => HashSet::new(),
     };
     let new: Vec<ImageUse> = images
         .into_iter()
@@ -149,6 +150,24 @@ pub fn images_to_judge(review: &Review) -> Judgement {
         Judgement::Skip(SkipReason::NoNewImages)
     } else {
         Judgement::Judge(new)
+    }
+}
+
+/// Where objects of a kind keep their pod spec (member names from the object down); `None` for
+/// kinds that hold none.
+pub(crate) fn pod_spec_path(group: &str, kind: &str) -> Option<&'static [&'static str]> {
+    pod_spec_of_kind(group, kind).map(|at| at.path)
+}
+
+fn pod_spec_of_kind(group: &str, kind: &str) -> Option<PodSpecAt> {
+    match (group, kind) {
+        ("", "Pod") => Some(POD),
+        ("", "ReplicationController")
+        | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+        | ("batch", "Job") => Some(TEMPLATE),
+        ("batch", "CronJob") => Some(JOB_TEMPLATE),
+        ("", "PodTemplate") => Some(POD_TEMPLATE),
+        _ => None,
     }
 }
 
@@ -172,59 +191,52 @@ fn pod_spec_at(review: &Review) -> Result<PodSpecAt, Judgement> {
         };
     }
 
-    match (group, kind) {
-        ("", "Pod") => Ok(POD),
-        ("", "ReplicationController")
-        | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
-        | ("batch", "Job") => Ok(TEMPLATE),
-        ("batch", "CronJob") => Ok(JOB_TEMPLATE),
-        ("", "PodTemplate") => Ok(POD_TEMPLATE),
-        _ => Err(Judgement::Skip(SkipReason::NotAWorkload {
+    match pod_spec_of_kind(group, kind) {
+        Some(at) => Ok(at),
+        None => Err(Judgement::Skip(SkipReason::NotAWorkload {
             group: text::clean(group, MAX_NAME_CHARS),
             kind: text::clean(kind, MAX_NAME_CHARS),
         })),
     }
 }
 
-fn is_being_deleted(object: &Map<String, Value>) -> bool {
-    object
-        .get("metadata")
-        .and_then(|m| m.get("deletionTimestamp"))
-        .is_some_and(|t| !t.is_null())
-}
-
 /// Every image of the pod spec at `at`, one entry per distinct reference in order of first
 /// use; an error message when the spec cannot be read.
-fn images_of(object: &Map<String, Value>, at: PodSpecAt) -> Result<Vec<ImageUse>, String> {
+fn images_of(object: &Node, at: PodSpecAt) -> Result<Vec<ImageUse>, String> {
     let spec = pod_spec(object, at.path)?;
-    let spec_path = format!("object.{}", at.path.join("."));
+    let spec_path = SpecPath(at.path);
     let mut images = Images::new(at.template);
 
-    for list in ["initContainers", "containers", "ephemeralContainers"] {
-        for (index, entry) in entries(spec, list, &spec_path)? {
-            let location = location(list, entry, index);
-            match entry.get("image") {
-                Some(Value::String(image)) if !image.is_empty() => images.add(image, location),
-                Some(Value::String(_)) => {
+    let lists = [
+        ("initContainers", &spec.init_containers),
+        ("containers", &spec.containers),
+        ("ephemeralContainers", &spec.ephemeral_containers),
+    ];
+    for (list, items) in lists {
+        for (index, entry) in entries(items, list, spec_path)? {
+            let location = location(list, &entry.name, index);
+            match &entry.image {
+                Scalar::Str(image) if !image.is_empty() => images.add(image, location),
+                Scalar::Str(_) => {
                     return Err(format!("{spec_path}.{location}: image is empty"));
                 }
-                None | Some(Value::Null) => {
-                    return Err(format!("{spec_path}.{location}: image is missing"));
+                Scalar::Null => return Err(format!("{spec_path}.{location}: image is missing")),
+                Scalar::Bool(_) | Scalar::Other => {
+                    return Err(format!("{spec_path}.{location}: image is not a string"))
                 }
-                Some(_) => return Err(format!("{spec_path}.{location}: image is not a string")),
             }
         }
     }
 
-    for (index, volume) in entries(spec, "volumes", &spec_path)? {
-        let location = location("volumes", volume, index);
-        let source = match volume.get("image") {
-            None | Some(Value::Null) => continue,
-            Some(Value::Object(source)) => source,
-            Some(_) => return Err(format!("{spec_path}.{location}: image is not an object")),
+    for (index, volume) in entries(&spec.volumes, "volumes", spec_path)? {
+        let location = location("volumes", &volume.name, index);
+        let source = match &volume.image {
+            Obj::Null => continue,
+            Obj::Object(source) => source,
+            Obj::Other => return Err(format!("{spec_path}.{location}: image is not an object")),
         };
-        match source.get("reference") {
-            Some(Value::String(image)) if !image.is_empty() => images.add(image, location),
+        match &source.reference {
+            Scalar::Str(image) if !image.is_empty() => images.add(image, location),
             _ => {
                 return Err(format!(
                     "{spec_path}.{location}: image.reference is not a non-empty string"
@@ -236,51 +248,59 @@ fn images_of(object: &Map<String, Value>, at: PodSpecAt) -> Result<Vec<ImageUse>
     Ok(images.uses)
 }
 
+/// `object.` and the path of a pod spec, as messages name it.
+#[derive(Clone, Copy)]
+struct SpecPath(&'static [&'static str]);
+
+impl fmt::Display for SpecPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("object")?;
+        for key in self.0 {
+            write!(f, ".{key}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Follows `path` to the pod spec, which must be an object.
-fn pod_spec<'a>(
-    object: &'a Map<String, Value>,
-    path: &[&str],
-) -> Result<&'a Map<String, Value>, String> {
+fn pod_spec<'a>(object: &'a Node, path: &'static [&'static str]) -> Result<&'a Node, String> {
     let mut current = object;
     for (depth, key) in path.iter().enumerate() {
-        let here = || format!("object.{}", path.get(..=depth).unwrap_or(path).join("."));
-        current = match current.get(*key) {
-            Some(Value::Object(next)) => next,
-            None | Some(Value::Null) => return Err(format!("{} is missing", here())),
-            Some(_) => return Err(format!("{} is not an object", here())),
+        let here = || SpecPath(path.get(..=depth).unwrap_or(path));
+        current = match current.child(key) {
+            Obj::Object(next) => next,
+            Obj::Null => return Err(format!("{} is missing", here())),
+            Obj::Other => return Err(format!("{} is not an object", here())),
         };
     }
     Ok(current)
 }
 
-/// An entry of a list in a pod spec, with its index.
-type Entry<'a> = (usize, &'a Map<String, Value>);
-
-/// The entries of the list `key` of `spec` (none when absent), each of which must be an object.
-fn entries<'a>(
-    spec: &'a Map<String, Value>,
+/// The entries of the list `key` of a pod spec (none when absent), each of which must be an
+/// object.
+fn entries<'a, T>(
+    items: &'a List<T>,
     key: &str,
-    spec_path: &str,
-) -> Result<Vec<Entry<'a>>, String> {
-    let items = match spec.get(key) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(format!("{spec_path}.{key} is not an array")),
+    spec_path: SpecPath,
+) -> Result<impl Iterator<Item = (usize, &'a T)>, String> {
+    let items = match items {
+        List::Null => &[],
+        List::Array(items) => items.as_slice(),
+        List::Other => return Err(format!("{spec_path}.{key} is not an array")),
     };
-    items
+    if let Some(index) = items.iter().position(Option::is_none) {
+        return Err(format!("{spec_path}.{key}[#{index}] is not an object"));
+    }
+    Ok(items
         .iter()
         .enumerate()
-        .map(|(index, item)| match item {
-            Value::Object(entry) => Ok((index, entry)),
-            _ => Err(format!("{spec_path}.{key}[#{index}] is not an object")),
-        })
-        .collect()
+        .filter_map(|(index, item)| Some((index, item.as_ref()?))))
 }
 
 /// `list[name]`, or `list[#index]` when the entry has no usable name.
-fn location(list: &str, entry: &Map<String, Value>, index: usize) -> String {
-    match entry.get("name") {
-        Some(Value::String(name)) if !name.is_empty() => {
+fn location(list: &str, name: &Scalar, index: usize) -> String {
+    match name {
+        Scalar::Str(name) if !name.is_empty() => {
             format!("{list}[{}]", text::clean(name, MAX_NAME_CHARS))
         }
         _ => format!("{list}[#{index}]"),
@@ -322,7 +342,7 @@ impl Images {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn review(group: &str, kind: &str, operation: &str, object: Value) -> Review {
         review_with(group, kind, operation, object, Value::Null, None)

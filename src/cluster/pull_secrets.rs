@@ -99,20 +99,19 @@ impl PodPullSecrets {
     /// template); `None` for other kinds, cluster-scoped requests and unreadable objects.
     pub fn from_review(review: &Review) -> Option<(String, Self)> {
         let namespace = review.namespace.clone().filter(|n| !n.is_empty())?;
-        let path: &[&str] = match (review.kind.group.as_str(), review.kind.kind.as_str()) {
-            ("", "Pod") => &["spec"],
-            ("", "ReplicationController")
-            | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
-            | ("batch", "Job") => &["spec", "template", "spec"],
-            ("batch", "CronJob") => &["spec", "jobTemplate", "spec", "template", "spec"],
-            ("", "PodTemplate") => &["template", "spec"],
-            _ => return None,
+        let spec = review.pod_spec()?;
+        let pod = Self {
+            secrets: spec
+                .image_pull_secret_names()
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+                .collect(),
+            service_account: service_account(
+                spec.service_account_name.as_str(),
+                spec.service_account.as_str(),
+            ),
         };
-        let mut at = review.object.as_ref()?;
-        for key in path {
-            at = at.get(*key)?;
-        }
-        Some((namespace, Self::from_json(at.as_object()?)))
+        Some((namespace, pod))
     }
 }
 

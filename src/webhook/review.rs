@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 
 use crate::admission::{
-    decision, images_to_judge, respond, respond_skip, DecisionRecord, ImageUse, ImageVerdict,
+    answer, answer_skip, decision, images_to_judge, Answer, DecisionRecord, ImageUse, ImageVerdict,
     Judgement, Mode, Outcome, Review,
 };
 use crate::cluster::PodPullSecrets;
@@ -34,7 +34,7 @@ pub async fn judge_review(
         Judgement::Skip(reason) => {
             metrics.review(mode, "skipped", started.elapsed().as_secs_f64());
             tracing::debug!(uid = %review.uid, reason = %reason, "skipped");
-            return encode(&respond_skip(&review, &reason));
+            return encode(&answer_skip(&review, &reason));
         }
         Judgement::Malformed(message) => vec![(
             ImageUse {
@@ -77,21 +77,6 @@ pub async fn judge_review(
     let overall = decision(&verdicts);
     let elapsed = started.elapsed();
     metrics.review(mode, overall.as_str(), elapsed.as_secs_f64());
-    let summary: Vec<String> = verdicts
-        .iter()
-        .map(|v| {
-            format!(
-                "{}={}{}",
-                v.image,
-                outcome_label(&v.outcome),
-                v.record
-                    .digest
-                    .as_deref()
-                    .map(|d| format!("@{d}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
     tracing::info!(
         uid = %review.uid,
         namespace = review.namespace.as_deref().unwrap_or(""),
@@ -102,7 +87,7 @@ pub async fn judge_review(
         mode = %mode,
         decision = overall.as_str(),
         duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        images = %summary.join(" "),
+        images = %Summary(&verdicts),
         "admission decision"
     );
     for v in &verdicts {
@@ -118,7 +103,7 @@ pub async fn judge_review(
             );
         }
     }
-    encode(&respond(&review, &verdicts))
+    encode(&answer(&review, &verdicts))
 }
 
 /// The keyring of the pod's image pull secrets, when the config reads them and the request is
@@ -257,6 +242,25 @@ fn violation_verdict(u: &ImageUse, mode: Mode, why: &str) -> ImageVerdict {
     }
 }
 
+/// The verdicts in the decision log line: `image=outcome[@digest]`, separated by spaces;
+/// written straight into the line rather than built as strings first.
+struct Summary<'a>(&'a [ImageVerdict]);
+
+impl std::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{}={}", v.image, outcome_label(&v.outcome))?;
+            if let Some(digest) = &v.record.digest {
+                write!(f, "@{digest}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn outcome_label(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Admitted => "admitted",
@@ -266,8 +270,8 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
     }
 }
 
-fn encode(value: &serde_json::Value) -> Reply {
-    match serde_json::to_vec(value) {
+fn encode(answer: &Answer) -> Reply {
+    match serde_json::to_vec(answer) {
         Ok(bytes) => Reply::Review(bytes),
         Err(e) => Reply::BadRequest(format!("cannot encode the answer: {e}")),
     }
@@ -383,6 +387,36 @@ mod tests {
                 .contains("3 images exceed maxImagesPerRequest (2)"),
             "{three}"
         );
+    }
+
+    #[test]
+    fn the_log_summary_lists_each_image_with_its_outcome_and_digest() {
+        let mut admitted = error_verdict(
+            &ImageUse {
+                image: "app:1".into(),
+                locations: Vec::new(),
+                template: false,
+            },
+            Mode::Enforce,
+            "x",
+        );
+        admitted.outcome = Outcome::Admitted;
+        admitted.record.digest = Some("sha256:ab".into());
+        let failed = violation_verdict(
+            &ImageUse {
+                image: "side:2".into(),
+                locations: Vec::new(),
+                template: false,
+            },
+            Mode::Warn,
+            "no evidence",
+        );
+        let verdicts = [admitted, failed];
+        assert_eq!(
+            Summary(&verdicts).to_string(),
+            "app:1=admitted@sha256:ab side:2=violation"
+        );
+        assert_eq!(Summary(&[]).to_string(), "");
     }
 
     #[tokio::test]
