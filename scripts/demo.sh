@@ -37,13 +37,19 @@ while (($#)); do
 done
 
 # ---- tools ----------------------------------------------------------------------------------
-missing=()
-for tool in docker-registry skopeo python3 curl openssl; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [[ -z "${ATTESTGATE:-}" ]] && ! command -v cargo >/dev/null 2>&1; then
-  missing+=(cargo)
-fi
+packages=(docker-registry skopeo python3 curl openssl)
+# Sets `missing` to the tools not found, Debian's packages first and then cargo.
+find_missing() {
+  missing=()
+  local tool
+  for tool in "${packages[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if [[ -z "${ATTESTGATE:-}" ]] && ! command -v cargo >/dev/null 2>&1; then
+    missing+=(cargo)
+  fi
+}
+find_missing
 # Debian's packages are installed here when that needs no password (root with apt-get), as
 # .ci/run does; otherwise the script says what to install and stops.
 apt_missing=()
@@ -54,13 +60,7 @@ if ((${#apt_missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/nul
   echo "demo.sh: installing ${apt_missing[*]} with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
   if apt-get update -qq && apt-get install -y -qq "${apt_missing[@]}" >/dev/null; then
-    missing=()
-    for tool in docker-registry skopeo python3 curl openssl; do
-      command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-    done
-    if [[ -z "${ATTESTGATE:-}" ]] && ! command -v cargo >/dev/null 2>&1; then
-      missing+=(cargo)
-    fi
+    find_missing
   fi
 fi
 if ((${#missing[@]})); then
