@@ -62,7 +62,7 @@ impl Reviewer for Toy {
         )
     }
 
-    fn failed(&self, body: &[u8], message: &str) -> Reply {
+    fn failed(&self, _mode: Mode, body: &[u8], message: &str) -> Reply {
         let uid = serde_json::from_slice::<Value>(body)
             .ok()
             .and_then(|value| value["uid"].as_str().map(str::to_owned));

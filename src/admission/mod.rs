@@ -18,7 +18,7 @@ mod workload;
 pub use mode::{Mode, ModeError};
 pub use response::{
     answer, answer_skip, decision, respond, respond_denied, respond_error, respond_error_for,
-    respond_skip, Answer, Decision, DecisionRecord, ImageVerdict, Outcome,
+    respond_skip, respond_unjudged, Answer, Decision, DecisionRecord, ImageVerdict, Outcome,
     MAX_IMAGES_ANNOTATION_BYTES, MAX_LINES, MAX_WARNING_CHARS,
 };
 pub use review::{

@@ -282,6 +282,37 @@ pub fn respond_error_for(api_version: ApiVersion, uid: &str, message: &str) -> V
     INTERNAL_ERROR.answer(api_version, uid, message)
 }
 
+/// The answer for a request that could not be judged at all (the review failed while, or
+/// after, being read), as the path's failure policy would have it: **enforce** refuses it with
+/// an internal error (500), like `failurePolicy: Fail`; **warn** admits it with the message as
+/// its warning and **audit** admits it with the message in its audit annotations, like
+/// `failurePolicy: Ignore`. The `decision` annotation is `error` in every mode.
+pub fn respond_unjudged(mode: Mode, api_version: ApiVersion, uid: &str, message: &str) -> Value {
+    if mode == Mode::Enforce {
+        return respond_error_for(api_version, uid, message);
+    }
+    let message = if message.trim().is_empty() {
+        INTERNAL_ERROR.fallback.to_string()
+    } else {
+        text::clean(message, MAX_MESSAGE_CHARS)
+    };
+    let mut response = Map::new();
+    response.insert("uid".into(), uid.into());
+    response.insert("allowed".into(), true.into());
+    if mode == Mode::Warn {
+        let warning = format!("not judged: {message}");
+        response.insert(
+            "warnings".into(),
+            json!([text::clean(&warning, MAX_WARNING_CHARS)]),
+        );
+    }
+    response.insert(
+        "auditAnnotations".into(),
+        annotations(INTERNAL_ERROR.decision, &message),
+    );
+    envelope(api_version, response)
+}
+
 /// A refusal of a whole request.
 struct Refusal {
     code: u16,
@@ -462,6 +493,34 @@ mod tests {
             }
         });
         Review::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_unjudged_request_fails_closed_in_enforce_only() {
+        let message = "attestgate: internal error";
+        let enforce = respond_unjudged(Mode::Enforce, ApiVersion::V1, "u-1", message);
+        assert_eq!(enforce["response"]["allowed"], false);
+        assert_eq!(enforce["response"]["status"]["code"], 500);
+        assert_eq!(enforce["response"]["auditAnnotations"]["decision"], "error");
+
+        let warn = respond_unjudged(Mode::Warn, ApiVersion::V1Beta1, "u-2", message);
+        assert_eq!(warn["apiVersion"], "admission.k8s.io/v1beta1");
+        assert_eq!(warn["response"]["uid"], "u-2");
+        assert_eq!(warn["response"]["allowed"], true);
+        assert_eq!(
+            warn["response"]["warnings"],
+            json!(["not judged: attestgate: internal error"])
+        );
+        assert_eq!(warn["response"]["auditAnnotations"]["decision"], "error");
+        assert!(warn["response"].get("status").is_none());
+
+        let audit = respond_unjudged(Mode::Audit, ApiVersion::V1, "u-3", "");
+        assert_eq!(audit["response"]["allowed"], true);
+        assert!(audit["response"].get("warnings").is_none());
+        assert_eq!(
+            audit["response"]["auditAnnotations"]["reason"],
+            "internal error"
+        );
     }
 
     fn verdict(image: &str, outcome: Outcome, mode: Mode) -> ImageVerdict {

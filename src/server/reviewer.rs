@@ -29,9 +29,10 @@ pub trait Reviewer: Send + Sync + 'static {
     fn review(&self, mode: Mode, body: Bytes) -> impl Future<Output = Reply> + Send;
 
     /// The answer when [`review`](Reviewer::review) panicked or the server failed after reading
-    /// the body: a deny for the request's uid when the body names one, else a 400. Should not
-    /// panic; if it does, the server answers 500.
-    fn failed(&self, body: &[u8], message: &str) -> Reply;
+    /// the body on `mode`'s path: for the request's uid when the body names one (enforce fails
+    /// closed, warn and audit admit as their `failurePolicy: Ignore` would), else a 400. Should
+    /// not panic; if it does, the server answers 500.
+    fn failed(&self, mode: Mode, body: &[u8], message: &str) -> Reply;
 
     /// For `/readyz`: `Ok` once the webhook can answer (its first config loaded), else why not.
     fn ready(&self) -> Result<(), String>;

@@ -107,7 +107,9 @@ async fn review<R: Reviewer>(
 
 /// The reviewer's answer for a body it could not judge; a 500 if even that panics.
 fn answer_failed<R: Reviewer>(reviewer: &R, mode: Mode, body: &[u8]) -> Response {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| reviewer.failed(body, "internal error"))) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        reviewer.failed(mode, body, "internal error")
+    })) {
         Ok(reply) => respond(reply),
         Err(_) => {
             tracing::error!(mode = mode.as_str(), "the failed answer panicked too");

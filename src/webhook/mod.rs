@@ -16,7 +16,7 @@ use axum::body::Bytes;
 
 pub use review::judge_review;
 
-use crate::admission::{respond_error_for, uid_of, Mode};
+use crate::admission::{respond_unjudged, uid_of, Mode};
 use crate::config::Config;
 use crate::decision::Decider;
 use crate::server::{Metrics, Reply, Reviewer};
@@ -112,9 +112,16 @@ impl Reviewer for Webhook {
         .await
     }
 
-    fn failed(&self, body: &[u8], message: &str) -> Reply {
+    fn failed(&self, mode: Mode, body: &[u8], message: &str) -> Reply {
+        // The config's floor applies here too: a warn path under `minimumMode: enforce` fails
+        // closed. Without a config there is no floor to apply.
+        let mode = match self.decider() {
+            Some(decider) => mode.max(decider.config().minimum_mode),
+            None => mode,
+        };
         match uid_of(body) {
-            Some((version, uid)) => match serde_json::to_vec(&respond_error_for(
+            Some((version, uid)) => match serde_json::to_vec(&respond_unjudged(
+                mode,
                 version,
                 &uid,
                 &format!("attestgate: {message}"),
@@ -139,5 +146,47 @@ impl Reviewer for Webhook {
                 .problem()
                 .unwrap_or_else(|| "no config has loaded yet".into()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(config: &str) -> (tempfile::TempDir, Webhook) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let webhook = Webhook::new(&path, Arc::new(Metrics::new()));
+        (dir, webhook)
+    }
+
+    fn allowed(reply: Reply) -> bool {
+        let Reply::Review(bytes) = reply else {
+            panic!("not a review answer");
+        };
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(answer["response"]["uid"], "u-1");
+        answer["response"]["allowed"].as_bool().unwrap()
+    }
+
+    const BODY: &[u8] =
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1"}}"#;
+
+    #[test]
+    fn a_failed_review_is_answered_as_its_path_and_the_floor_say() {
+        let (_dir, plain) = webhook("noMatch: deny\n");
+        assert!(plain.decider().is_some());
+        assert!(!allowed(plain.failed(Mode::Enforce, BODY, "boom")));
+        assert!(allowed(plain.failed(Mode::Warn, BODY, "boom")));
+        assert!(allowed(plain.failed(Mode::Audit, BODY, "boom")));
+
+        let (_dir, floored) = webhook("noMatch: deny\nminimumMode: enforce\n");
+        assert!(!allowed(floored.failed(Mode::Audit, BODY, "boom")));
+
+        assert!(matches!(
+            plain.failed(Mode::Warn, b"{}", "boom"),
+            Reply::BadRequest(_)
+        ));
     }
 }
