@@ -932,10 +932,10 @@ async fn bad_input_over_the_wire_gets_the_right_status() {
     assert_eq!(answer.status, 400, "{answer:?}");
     assert!(answer.body.contains("request.uid"), "{answer:?}");
 
-    // Over 3 MiB: refused before it is read.
+    // Over the 6 MiB cap: refused before it is read.
     let mut huge = create_deployment("uid-huge", "web", &["127.0.0.1:9/x/y:1"]);
     huge["request"]["object"]["metadata"]["annotations"] =
-        json!({"pad": "x".repeat(3 * 1024 * 1024)});
+        json!({"pad": "x".repeat(6 * 1024 * 1024)});
     let answer = send(huge.to_string().into()).await.unwrap();
     assert_eq!(answer.status, 413, "{answer:?}");
 

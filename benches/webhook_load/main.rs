@@ -1125,7 +1125,7 @@ async fn memory(bench: &Bench, images: &BTreeMap<String, world::Image>, report: 
     report.line("");
 }
 
-/// Bodies over the 3 MiB cap: one announced as 100 MB and never sent, one streamed in chunks
+/// Bodies over the 6 MiB cap: one announced as 100 MB and never sent, one streamed in chunks
 /// that would never end; each must be refused at once, without the server reading it whole.
 fn oversized(bench: &Bench, served: &Served, rows: &mut Vec<(String, String, u64)>) {
     let pid = served.pid();

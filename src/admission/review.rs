@@ -12,8 +12,11 @@ use super::object::Node;
 use super::strict::{self, record_members, Obj, Scalar};
 use super::{text, workload};
 
-/// The largest body [`Review::parse`] reads; the API server's requests stay well below it.
-pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
+/// The largest body [`Review::parse`] reads: room for an UPDATE's object and old object each
+/// at the API server's own 3 MiB request limit (etcd's default 1.5 MiB per object keeps real
+/// reviews far below it). A cap of 3 MiB refused updates of objects over about 1.4 MiB, and
+/// in enforce a refused review is a denial.
+pub const MAX_REVIEW_BYTES: usize = 6 * 1024 * 1024;
 
 /// The longest `request.uid` accepted; the API server sends 36-character UUIDs.
 const MAX_UID_BYTES: usize = 128;

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The largest review body read by default: the API server's own request limit is 3 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// The largest review body read by default: [`crate::admission::MAX_REVIEW_BYTES`], an UPDATE's
+/// two objects each at the API server's own 3 MiB request limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = crate::admission::MAX_REVIEW_BYTES;
 
 /// How often the certificate files are checked for a change by default.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
