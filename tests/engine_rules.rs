@@ -362,6 +362,27 @@ fn a_statement_that_is_not_a_collection_is_rejected() {
 }
 
 #[test]
+fn an_attestation_body_that_is_not_an_object_refuses_the_collection() {
+    // witness reads each body into its attestor's struct, so a string, an array or null
+    // fails the whole collection, even for an attestor the policy runs no Rego on.
+    for body in [json!("x"), json!([1]), Value::Null] {
+        let s = Scenario::new();
+        let mut files = s.baseline();
+        let mut build = build_statement(0);
+        build["predicate"]["attestations"][1]["attestation"] = body.clone();
+        files[0] = s.write("build.json", &s.build_key, &build);
+        let run = s.verify(&files, &format!("sha256:{TARBALL_DIGEST}"));
+        assert_eq!(run.code, 1, "{body}: {}", run.stdout);
+        assert!(
+            run.stdout.contains("attestation 1 (")
+                && run.stdout.contains("is not a JSON object"),
+            "{body}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
 fn evidence_with_another_payload_type_is_rejected() {
     let s = Scenario::new();
     let mut files = s.baseline();

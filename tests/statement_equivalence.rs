@@ -140,7 +140,13 @@ mod reference {
     pub(crate) fn collection(predicate: Value) -> Result<Collection, String> {
         let collection = Collection::deserialize(predicate)
             .map_err(|_| "predicate is not an attestation collection".to_string())?;
-        for entry in &collection.attestations {
+        for (index, entry) in collection.attestations.iter().enumerate() {
+            if !entry.attestation.is_object() {
+                return Err(format!(
+                    "attestation {index} ({:?}) is not a JSON object",
+                    entry.kind
+                ));
+            }
             if let Some(object) = entry.attestation.as_object() {
                 let mut seen = BTreeMap::new();
                 for key in object.keys() {

@@ -47,11 +47,13 @@ impl Node {
         }
     }
 
-    /// `metadata.deletionTimestamp` is set (to anything but `null`).
+    /// `metadata.deletionTimestamp` is set, to a string: the API server writes an RFC 3339
+    /// time there and clears the field on create. Any other type is not a deletion, so an
+    /// object cannot skip its review by putting `false` or `{}` there.
     pub(crate) fn is_being_deleted(&self) -> bool {
         self.metadata
             .as_object()
-            .is_some_and(|m| m.deletion_timestamp != Scalar::Null)
+            .is_some_and(|m| m.deletion_timestamp.as_str().is_some())
     }
 
     /// The names of `imagePullSecrets` that are strings; entries of another shape are left out.

@@ -292,7 +292,7 @@ fn old_images_to_judge(review: &OldReview) -> Judgement {
     let deleted = object
         .get("metadata")
         .and_then(|m| m.get("deletionTimestamp"))
-        .is_some_and(|t| !t.is_null());
+        .is_some_and(Value::is_string);
     if deleted {
         return Judgement::Skip(SkipReason::BeingDeleted);
     }

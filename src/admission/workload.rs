@@ -510,11 +510,13 @@ mod tests {
         object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         let judgement = images_to_judge(&review("", "Pod", "CREATE", object.clone()));
         assert_eq!(judgement, Judgement::Skip(SkipReason::BeingDeleted));
-        object["metadata"]["deletionTimestamp"] = Value::Null;
-        assert!(matches!(
-            images_to_judge(&review("", "Pod", "CREATE", object)),
-            Judgement::Judge(_)
-        ));
+        for not_a_time in [Value::Null, json!(false), json!(0), json!({}), json!([])] {
+            object["metadata"]["deletionTimestamp"] = not_a_time;
+            assert!(matches!(
+                images_to_judge(&review("", "Pod", "CREATE", object.clone())),
+                Judgement::Judge(_)
+            ));
+        }
     }
 
     #[test]

@@ -29,6 +29,15 @@ pub enum StatementError {
     /// A record is written as something other than a JSON object.
     #[error("payload is not an in-toto statement: {0}")]
     Shape(String),
+    /// An attestation's body is missing or not a JSON object, which witness cannot read into
+    /// its attestor.
+    #[error("attestation {index} ({kind:?}) is not a JSON object")]
+    BodyNotAnObject {
+        /// Its place in `attestations`.
+        index: usize,
+        /// Its `type`.
+        kind: String,
+    },
     /// An attestor object has two keys that differ only in case; witness's decoder folds case,
     /// so it would read a different value than Rego sees here.
     #[error("attestation {kind:?} has keys that differ only in case: {keys}")]
@@ -302,7 +311,15 @@ impl Collection {
     }
 
     fn checked(collection: Collection) -> Result<Self, StatementError> {
-        for entry in &collection.attestations {
+        for (i, entry) in collection.attestations.iter().enumerate() {
+            // witness reads every body into its attestor's struct: a string, an array, a
+            // number, `null` or no body at all fails that read and the whole collection.
+            if !entry.attestation.as_str().trim_start().starts_with('{') {
+                return Err(StatementError::BodyNotAnObject {
+                    index: i,
+                    kind: entry.kind.clone(),
+                });
+            }
             if let Some(keys) = case_folded_duplicates(&entry.attestation) {
                 return Err(StatementError::AmbiguousKeys {
                     kind: entry.kind.clone(),
