@@ -117,13 +117,15 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
-    /// Whether the failure is a server that could not be reached or answer in time (exit 3),
-    /// rather than an answer about the image.
+    /// Whether the failure is a server that could not be reached, answer in time, or be read
+    /// with the credentials given (exit 3: the image could not be checked), rather than an
+    /// answer about the image.
     pub fn is_unreachable(&self) -> bool {
         match self {
             Self::Registry(e) => matches!(
                 e,
                 RegistryError::Unreachable { .. }
+                    | RegistryError::Unauthorized { .. }
                     | RegistryError::Timeout { .. }
                     | RegistryError::Tls { .. }
                     | RegistryError::RateLimited { .. }

@@ -515,9 +515,11 @@ impl AuthWorld {
         name.to_string()
     }
 
+    /// Refused credentials mean the image could not be checked: exit 3, as an outage, so that
+    /// a soft-fail gate does not read them as a violation.
     fn assert_unauthorized(run: &Run, out: &Value) {
-        assert_eq!(run.code, 1, "{}", run.text());
-        assert_eq!(out["exit_code"], 1, "{out}");
+        assert_eq!(run.code, 3, "{}", run.text());
+        assert_eq!(out["exit_code"], 3, "{out}");
         assert!(
             out["error"].as_str().unwrap().contains("unauthorized"),
             "{out}"
