@@ -374,8 +374,7 @@ fn an_attestation_body_that_is_not_an_object_refuses_the_collection() {
         let run = s.verify(&files, &format!("sha256:{TARBALL_DIGEST}"));
         assert_eq!(run.code, 1, "{body}: {}", run.stdout);
         assert!(
-            run.stdout.contains("attestation 1 (")
-                && run.stdout.contains("is not a JSON object"),
+            run.stdout.contains("attestation 1 (") && run.stdout.contains("is not a JSON object"),
             "{body}: {}",
             run.stdout
         );
