@@ -265,10 +265,11 @@ fn read_envelope_file(path: &Path) -> Result<Vec<u8>, FileSourceError> {
 }
 
 fn index_of(envelope: DecodedEnvelope) -> Result<(String, BTreeSet<String>), String> {
-    let mut statement =
-        Statement::from_payload(envelope.payload.into_vec()).map_err(|e| e.to_string())?;
+    let mut statement = Statement::from_payload(envelope.payload.into_vec())
+        .map_err(|e| crate::display_chain(&e))?;
     let predicate = std::mem::take(&mut statement.predicate);
-    let collection = Collection::from_predicate_owned(predicate).map_err(|e| e.to_string())?;
+    let collection =
+        Collection::from_predicate_owned(predicate).map_err(|e| crate::display_chain(&e))?;
     let values = statement
         .subject
         .iter()

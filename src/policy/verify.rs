@@ -239,7 +239,7 @@ fn check_candidate(
     let payload = envelope.payload.into_vec();
     let mut statement = Statement::from_payload(payload).map_err(|e| {
         one(Reason::Statement {
-            detail: e.to_string(),
+            detail: crate::display_chain(&e),
         })
     })?;
     if !types::is_collection_predicate(&statement.predicate_type) {
@@ -250,7 +250,7 @@ fn check_candidate(
     let predicate = std::mem::take(&mut statement.predicate);
     let collection = Collection::from_predicate_owned(predicate).map_err(|e| {
         one(Reason::Statement {
-            detail: e.to_string(),
+            detail: crate::display_chain(&e),
         })
     })?;
     if collection.name != step.name {
