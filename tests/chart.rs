@@ -266,6 +266,15 @@ networkPolicy:
             vec!["-f".into(), policies.display().to_string()],
         ),
         (
+            "namespace modes off, monitoring on",
+            s(&[
+                "--set",
+                "namespaceModes.enabled=false",
+                "--set",
+                "metrics.prometheusRule.enabled=true",
+            ]),
+        ),
+        (
             "no network policy, no label guard, no spread",
             s(&[
                 "--set",
@@ -483,6 +492,18 @@ fn typos_and_inconsistent_values_are_refused_at_render() {
         (
             vec!["--set", "certManager.issuerRef.kind=Issuers"],
             "/certManager/issuerRef/kind",
+        ),
+        (
+            vec!["--set", "namespaceModes.interval=often"],
+            "/namespaceModes/interval",
+        ),
+        (
+            vec!["--set", "namespaceModes.enable=false"],
+            "'enable' not allowed",
+        ),
+        (
+            vec!["--set", "config.kubernetes.namespaceModes.enabled=true"],
+            "'kubernetes' not allowed",
         ),
         // Consistency the schema cannot express, checked by the templates.
         (
@@ -704,7 +725,8 @@ fn the_deployment_is_hardened_spread_and_pinned_by_digest() {
     assert_eq!(spec["replicas"], 2);
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
-    assert_eq!(pod["automountServiceAccountToken"], false);
+    // Mounted for namespaceModes (on by default); see the namespace-mode RBAC test.
+    assert_eq!(pod["automountServiceAccountToken"], true);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"],
@@ -791,13 +813,16 @@ fn the_deployment_is_hardened_spread_and_pinned_by_digest() {
         spec["selector"]["matchLabels"]
     );
 
-    // Narrowest RBAC: none by default.
+    // Narrowest RBAC: by default only list on namespaces (namespaceModes, tested on its own).
     for doc in &docs {
-        assert!(
-            !["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"].contains(&kind(doc)),
-            "unexpected RBAC: {}",
-            kind(doc)
-        );
+        if ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"].contains(&kind(doc)) {
+            assert_eq!(
+                doc["metadata"]["name"],
+                "attestgate-namespaces",
+                "unexpected RBAC: {}",
+                kind(doc)
+            );
+        }
     }
 }
 
@@ -892,7 +917,7 @@ fn pull_secret_rbac_is_get_only_and_only_when_asked() {
             "pullSecrets.namespaces={team-a,team-b}",
         ],
     ));
-    let role = one(&docs, "ClusterRole");
+    let role = named(&docs, "ClusterRole", "attestgate-pull-secrets");
     let rules = role["rules"].as_sequence().unwrap();
     assert_eq!(rules.len(), 1);
     assert_eq!(strs(&rules[0]["verbs"]), ["get"]);
@@ -903,11 +928,83 @@ fn pull_secret_rbac_is_get_only_and_only_when_asked() {
         .map(|b| b["metadata"]["namespace"].as_str().unwrap())
         .collect();
     assert_eq!(namespaces, ["team-a", "team-b"]);
-    assert!(docs.iter().all(|d| kind(d) != "ClusterRoleBinding"));
+    assert!(docs
+        .iter()
+        .all(|d| kind(d) != "ClusterRoleBinding"
+            || d["metadata"]["name"] != "attestgate-pull-secrets"));
     let deployment = one(&docs, "Deployment");
     assert_eq!(
         deployment["spec"]["template"]["spec"]["automountServiceAccountToken"],
         true
+    );
+}
+
+/// The one object of `kind` named `name`.
+fn named<'a>(docs: &'a [Value], kind_wanted: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| kind(d) == kind_wanted && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "expected one {kind_wanted} {name}");
+    found[0]
+}
+
+#[test]
+fn namespace_modes_list_namespaces_only_and_can_be_turned_off() {
+    let Some(helm) = Helm::find() else { return };
+    let docs = documents(&helm.render(MIN_KUBE, &[]));
+    let role = named(&docs, "ClusterRole", "attestgate-namespaces");
+    let rules = role["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(strs(&rules[0]["apiGroups"]), [""]);
+    assert_eq!(strs(&rules[0]["resources"]), ["namespaces"]);
+    assert_eq!(strs(&rules[0]["verbs"]), ["list"]);
+    assert!(rules[0].get("resourceNames").is_none());
+    let binding = named(&docs, "ClusterRoleBinding", "attestgate-namespaces");
+    assert_eq!(binding["roleRef"]["name"], "attestgate-namespaces");
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["name"], "attestgate");
+    assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+    // The default render grants nothing else in the cluster.
+    let cluster_roles: Vec<&str> = docs
+        .iter()
+        .filter(|d| kind(d) == "ClusterRole" || kind(d) == "Role")
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cluster_roles, ["attestgate-namespaces"]);
+    let (_, config) = rendered_config(&docs);
+    assert_eq!(config["kubernetes"]["namespaceModes"]["enabled"], true);
+    assert_eq!(config["kubernetes"]["namespaceModes"]["interval"], "60s");
+    assert!(
+        config["kubernetes"].get("kubeconfig").is_none(),
+        "in-cluster"
+    );
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        true
+    );
+
+    let docs = documents(&helm.render(MIN_KUBE, &["--set", "namespaceModes.interval=5m"]));
+    let (_, config) = rendered_config(&docs);
+    assert_eq!(config["kubernetes"]["namespaceModes"]["interval"], "5m");
+
+    // Off: no RBAC at all, no token, no key in the config.
+    let docs = documents(&helm.render(MIN_KUBE, &["--set", "namespaceModes.enabled=false"]));
+    assert!(
+        docs.iter().all(|d| !kind(d).contains("Role")),
+        "RBAC without namespaceModes"
+    );
+    let (_, config) = rendered_config(&docs);
+    assert!(config.get("kubernetes").is_none(), "{config:?}");
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    assert_eq!(
+        one(&docs, "ServiceAccount")["automountServiceAccountToken"],
+        false
     );
 }
 
@@ -975,6 +1072,8 @@ fn notes_explain_the_check_and_the_break_glass() {
         "kubectl delete validatingwebhookconfiguration attestgate",
         "image.digest is the chart's placeholder",
         "no caBundle",
+        "kubectl get ns -L attestgate.dev/mode",
+        r#"attestgate_namespaces{mode="unknown"} counts them"#,
     ] {
         assert!(notes.contains(needle), "NOTES lacks {needle:?}:\n{notes}");
     }
@@ -1121,6 +1220,14 @@ fn alert_rules_are_valid_promql_and_the_dashboard_is_json() {
             "AttestgateConfigReloadFailing",
             "attestgate_config_reload_failing",
         ),
+        (
+            "AttestgateNamespaceModeUnknown",
+            "attestgate_namespaces{namespace=\"attestgate-system\", mode=\"unknown\"}) > 0",
+        ),
+        (
+            "AttestgateNamespaceModesStale",
+            "attestgate_namespace_modes_refresh_failing",
+        ),
     ] {
         assert!(
             exprs.get(alert).is_some_and(|e| e.contains(metric)),
@@ -1131,6 +1238,46 @@ fn alert_rules_are_valid_promql_and_the_dashboard_is_json() {
         exprs["AttestgatePolicyExpiringSoon"].contains("1209600"),
         "14 days"
     );
+    let unknown = rules
+        .iter()
+        .find(|r| r["alert"] == "AttestgateNamespaceModeUnknown")
+        .unwrap();
+    assert_eq!(unknown["for"], "10m");
+    let description = unknown["annotations"]["description"].as_str().unwrap();
+    for needle in ["judged as enforce", "kubectl get ns -L attestgate.dev/mode"] {
+        assert!(description.contains(needle), "{description}");
+    }
+    // Without the count, no alert on it (it would never have data).
+    let off = documents(&helm.render(
+        MIN_KUBE,
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "namespaceModes.enabled=false",
+            "--set",
+            "metrics.prometheusRule.unknownModeFor=30m",
+        ],
+    ));
+    let off_rules = serde_norway::to_string(&one(&off, "PrometheusRule")["spec"]).unwrap();
+    assert!(!off_rules.contains("attestgate_namespace"), "{off_rules}");
+    let longer = documents(&helm.render(
+        MIN_KUBE,
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.prometheusRule.unknownModeFor=30m",
+        ],
+    ));
+    let longer = one(&longer, "PrometheusRule")["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| r["alert"] == "AttestgateNamespaceModeUnknown")
+        .unwrap()
+        .clone();
+    assert_eq!(longer["for"], "30m");
 
     // Every metric the rules and the dashboard name is one the server exports.
     let exported = exported_metric_names();

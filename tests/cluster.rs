@@ -22,6 +22,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -876,6 +877,248 @@ fn unknown_label_value_is_enforced(w: &World) {
     }
 }
 
+/// Labelled `attestgate.dev/mode=Enforce` (a typo) in the namespace-modes step, then `warn`.
+const COUNT_TYPO: &str = "count-typo";
+
+/// The `attestgate_namespaces` figures as the server's /metrics shows them: mode → count.
+fn counted(served: &Served, runtime: &tokio::runtime::Runtime) -> BTreeMap<String, f64> {
+    let (status, text) = runtime.block_on(served.health_get("/metrics"));
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("attestgate_namespaces{mode=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .map(|(mode, value)| (mode.to_owned(), value.trim().parse().unwrap()))
+        .collect()
+}
+
+fn gauge(served: &Served, runtime: &tokio::runtime::Runtime, series: &str) -> Option<f64> {
+    runtime.block_on(served.metric(series))
+}
+
+/// What the metric must show, from `kubectl get namespaces`: the selectors' classes, written
+/// out here independently of the server (exact `enforce`, `warn`, `audit`; any other value is
+/// `unknown`; no label is `unlabelled`).
+fn expected_counts(w: &World) -> BTreeMap<String, f64> {
+    let list: Value =
+        serde_json::from_str(&w.k().admin(&["get", "namespaces", "-o", "json"], None)).unwrap();
+    let mut counts: BTreeMap<String, f64> = ["enforce", "warn", "audit", "unknown", "unlabelled"]
+        .into_iter()
+        .map(|m| (m.to_owned(), 0.0))
+        .collect();
+    for item in list["items"].as_array().unwrap() {
+        let class = match item["metadata"]["labels"]["attestgate.dev/mode"].as_str() {
+            None => "unlabelled",
+            Some(value @ ("enforce" | "warn" | "audit")) => value,
+            Some(_) => "unknown",
+        };
+        *counts.get_mut(class).unwrap() += 1.0;
+    }
+    counts
+}
+
+/// The `fields` of the server's log lines whose message starts with `prefix`.
+fn logged(served: &Served, prefix: &str) -> Vec<Value> {
+    served
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(prefix))
+        })
+        .map(|v| {
+            let mut fields = v["fields"].clone();
+            fields["level"] = v["level"].clone();
+            fields
+        })
+        .collect()
+}
+
+/// Step 10: `kubernetes.namespaceModes` on the real API server. A second `attestgate serve`
+/// (no registration: its admission path is not what is counted) reads the API as the tenant,
+/// whose only right is the chart's own namespace ClusterRole once bound: without it the count
+/// fails (the server stays ready and shows no figures), with it `attestgate_namespaces` matches
+/// the namespaces (a typo counted as unknown and logged by name), a relabel moves the figures,
+/// and when the right is taken away again the last figures stay, marked as failing.
+fn namespace_modes_metric(w: &World) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, mode) in [
+        ("count-enforce", Some("enforce")),
+        ("count-warn", Some("warn")),
+        (COUNT_TYPO, Some("Enforce")),
+        ("count-none", None),
+    ] {
+        w.k()
+            .admin(&["create", "-f", "-"], Some(&namespace(name, mode)));
+    }
+    let dir = w.webhook.dir.path();
+    let config = dir.join("config-namespace-modes.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: 127.0.0.1:0\n  healthListen: 127.0.0.1:0\n  \
+             certFile: {dir}/tls.crt\n  keyFile: {dir}/tls.key\n  shutdownGrace: 1s\n\
+             kubernetes:\n  kubeconfig: {tenant}\n  requestTimeout: 5s\n  \
+             namespaceModes: {{enabled: true, interval: 1s}}\n",
+            dir = dir.display(),
+            tenant = w.k().tenant_kubeconfig().display(),
+        ),
+    )
+    .unwrap();
+    let served = Served::start(&config, &w.webhook.ca_pem);
+    assert!(served.health.ip().is_loopback());
+
+    // No right to list namespaces yet: the count fails, the server is ready all the same.
+    poll("a failed count", Duration::from_secs(20), || {
+        (gauge(
+            &served,
+            &runtime,
+            "attestgate_namespace_modes_refresh_failing",
+        ) == Some(1.0))
+        .then_some(())
+    });
+    let failed = logged(&served, "cannot count the namespaces by mode label");
+    assert_eq!(failed.len(), 1, "logged once, not every round: {failed:?}");
+    assert_eq!(failed[0]["level"], "WARN", "{failed:?}");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("403"),
+        "{failed:?}"
+    );
+    assert!(
+        counted(&served, &runtime).is_empty(),
+        "figures before any count"
+    );
+    assert_eq!(
+        gauge(
+            &served,
+            &runtime,
+            "attestgate_namespace_modes_last_success_timestamp_seconds"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(runtime.block_on(served.health_get("/readyz")).0, 200);
+
+    // The chart's own ClusterRole, bound to the tenant's group.
+    let role = w
+        .chart_docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "attestgate-namespaces")
+        .expect("the chart's namespace ClusterRole")
+        .clone();
+    let group = w.cluster.env["TENANT_GROUP"].clone();
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "count-namespaces"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "attestgate-namespaces"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": group}],
+    });
+    w.k()
+        .admin(&["apply", "-f", "-"], Some(&format!("{role}\n{binding}")));
+
+    let expected = expected_counts(w);
+    assert!(
+        expected["unknown"] >= 1.0 && expected["unlabelled"] >= 1.0,
+        "{expected:?}"
+    );
+    let t = Instant::now();
+    poll(
+        "attestgate_namespaces to match the namespaces",
+        CATCH_UP,
+        || (counted(&served, &runtime) == expected).then_some(()),
+    );
+    println!(
+        "    counted after {:.1} s: {expected:?}",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        gauge(
+            &served,
+            &runtime,
+            "attestgate_namespace_modes_refresh_failing"
+        ),
+        Some(0.0)
+    );
+    let last = gauge(
+        &served,
+        &runtime,
+        "attestgate_namespace_modes_last_success_timestamp_seconds",
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last).abs() < 60.0, "last success {last}, now {now}");
+    let unknown = logged(&served, "namespaces whose mode label value is not");
+    let line = unknown.last().expect("the unknown values are logged");
+    println!("    logged: {line}");
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["count"].as_f64(), Some(expected["unknown"]), "{line}");
+    let names = line["namespaces"].as_str().unwrap();
+    assert!(
+        names.contains(&format!("{COUNT_TYPO}=\"Enforce\"")),
+        "{line}"
+    );
+    assert!(
+        !names.contains("count-enforce") && !names.contains("count-none"),
+        "{line}"
+    );
+
+    // A relabel moves one namespace from unknown to warn.
+    w.k().admin(
+        &[
+            "label",
+            "namespace",
+            COUNT_TYPO,
+            "attestgate.dev/mode=warn",
+            "--overwrite",
+        ],
+        None,
+    );
+    let mut relabelled = expected.clone();
+    *relabelled.get_mut("unknown").unwrap() -= 1.0;
+    *relabelled.get_mut("warn").unwrap() += 1.0;
+    assert_eq!(expected_counts(w), relabelled);
+    poll(
+        "the relabel to show in attestgate_namespaces",
+        CATCH_UP,
+        || (counted(&served, &runtime) == relabelled).then_some(()),
+    );
+    let logged_after = logged(&served, "namespaces whose mode label value is not");
+    let changed = logged_after.last().unwrap();
+    let names = changed["namespaces"].as_str().unwrap_or_default();
+    assert!(
+        logged_after.len() > unknown.len() || relabelled["unknown"] == 0.0,
+        "the changed set is logged: {logged_after:?}"
+    );
+    assert!(!names.contains(COUNT_TYPO), "{changed}");
+
+    // The right taken away: the count fails again, the last figures stay.
+    w.k()
+        .admin(&["delete", "clusterrolebinding", "count-namespaces"], None);
+    poll("the count to fail again", CATCH_UP, || {
+        (gauge(
+            &served,
+            &runtime,
+            "attestgate_namespace_modes_refresh_failing",
+        ) == Some(1.0))
+        .then_some(())
+    });
+    assert_eq!(counted(&served, &runtime), relabelled);
+    assert_eq!(runtime.block_on(served.health_get("/readyz")).0, 200);
+    assert_eq!(
+        logged(&served, "cannot count the namespaces by mode label").len(),
+        2,
+        "one line per failing stretch"
+    );
+}
+
 /// Step 9: the install manifests pass the API server's validation and admission
 /// (`--dry-run=server`).
 fn install_manifests(w: &World) {
@@ -1063,7 +1306,7 @@ fn attestgate_against_the_real_kube_apiserver() {
     println!("setup took {:.1} s", t.elapsed().as_secs_f64());
 
     type Step = fn(&mut World);
-    let steps: [(&str, Step); 9] = [
+    let steps: [(&str, Step); 10] = [
         (
             "1. enforce namespace: refused with our message, passing Pod created",
             |w| {
@@ -1094,6 +1337,13 @@ fn attestgate_against_the_real_kube_apiserver() {
         ("8. an unknown mode value is enforced", |w| {
             unknown_label_value_is_enforced(w);
         }),
+        // Before 7 too: after it, nobody can set an unknown value.
+        (
+            "10. attestgate_namespaces counts the namespaces by mode label",
+            |w| {
+                namespace_modes_metric(w);
+            },
+        ),
         (
             "7. the label policy: tenants cannot relabel, admins can, no unknown values",
             |w| {

@@ -1031,3 +1031,72 @@ fn sha256_bytes(bytes: &[u8]) -> String {
 fn sha256_file(path: &Path) -> String {
     sha256_bytes(&std::fs::read(path).unwrap())
 }
+
+// === kubernetes ===
+
+#[test]
+fn namespace_modes_are_off_by_default_and_their_interval_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = load(dir.path(), "{}\n").unwrap();
+    assert_eq!(off.kubernetes.namespace_modes, None);
+    let disabled = load(
+        dir.path(),
+        "kubernetes:\n  namespaceModes: {enabled: false, interval: 5s}\n",
+    )
+    .unwrap();
+    assert_eq!(disabled.kubernetes.namespace_modes, None);
+
+    let on = load(
+        dir.path(),
+        "kubernetes:\n  namespaceModes: {enabled: true}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        on.kubernetes.namespace_modes.map(|m| m.interval),
+        Some(Duration::from_secs(60))
+    );
+    let set = load(
+        dir.path(),
+        "kubernetes:\n  requestTimeout: 2s\n  namespaceModes: {enabled: true, interval: 1s}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        set.kubernetes.namespace_modes.map(|m| m.interval),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(set.kubernetes.request_timeout, Duration::from_secs(2));
+
+    // Out of range, on or off: the key is named.
+    for (interval, enabled) in [("500ms", true), ("0s", false), ("2h", true)] {
+        refused_at(
+            dir.path(),
+            &format!(
+                "kubernetes:\n  namespaceModes: {{enabled: {enabled}, interval: {interval}}}\n"
+            ),
+            "kubernetes.namespaceModes.interval",
+            "at least 1 s and at most 3600 s",
+        );
+    }
+    unparsable(
+        dir.path(),
+        "kubernetes:\n  namespaceModes: {enabled: true, intervall: 60s}\n",
+        &[
+            "kubernetes.namespaceModes",
+            "unknown field `intervall`",
+            "line 2",
+        ],
+    );
+    unparsable(
+        dir.path(),
+        "kubernetes:\n  namespaceModes: {enabled: yes please}\n",
+        &["kubernetes.namespaceModes.enabled"],
+    );
+    unparsable(
+        dir.path(),
+        "kubernetes:\n  namespaceModes: {interval: often}\n",
+        &[
+            "kubernetes.namespaceModes.interval",
+            "\"often\" is not a duration",
+        ],
+    );
+}

@@ -574,7 +574,6 @@ async fn healthz_readyz_and_metrics_on_the_plain_listener() {
         "attestgate_tls_reloads",
         "attestgate_tls_reload_failing",
         "attestgate_background_verifications",
-        "attestgate_unknown_mode_labels",
     ] {
         assert!(
             text.contains(&format!("# TYPE {family} ")),

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{printable, EXIT_PASSED, EXIT_UNREACHABLE, EXIT_USAGE};
 use crate::cluster::certificates::{error_text, SelfManaged};
+use crate::cluster::namespaces::NamespaceModes;
 use crate::cluster::{connect, ApiSource};
 use crate::config::{KubernetesSettings, SelfManagedCertificates};
 use crate::server::{shutdown_signal, Metrics, ServeOptions, Server, DEFAULT_MAX_BODY_BYTES};
@@ -98,7 +99,8 @@ async fn serve(args: ServeArgs) -> u8 {
         shutdown_grace: settings.shutdown_grace,
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
     };
-    let server = match Server::bind(webhook.clone(), metrics, options).await {
+    let kubernetes = decider.config().kubernetes.clone();
+    let server = match Server::bind(webhook.clone(), metrics.clone(), options).await {
         Ok(s) => s,
         Err(e) => {
             if let Some(task) = &certificates {
@@ -118,8 +120,12 @@ async fn serve(args: ServeArgs) -> u8 {
         "serving"
     );
     let watcher = tokio::spawn(webhook.clone().watch(settings.reload_interval));
+    let namespace_modes = count_namespace_modes(&kubernetes, metrics);
     let outcome = server.run(shutdown_signal()).await;
     watcher.abort();
+    if let Some(task) = namespace_modes {
+        task.abort();
+    }
     if let Some(task) = certificates {
         task.abort();
     }
@@ -146,12 +152,7 @@ async fn self_managed(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    // Never inferred: the kubeconfig the config names, else the pod's own service account.
-    let source = match &kubernetes.kubeconfig {
-        Some(path) => ApiSource::Kubeconfig(path.clone()),
-        None => ApiSource::InCluster,
-    };
-    let client = connect(&source, kubernetes.request_timeout)
+    let client = connect(&api_source(kubernetes), kubernetes.request_timeout)
         .await
         .map_err(|e| e.text())?;
     let certificates = SelfManaged::new(
@@ -167,4 +168,36 @@ async fn self_managed(
         .map_err(|e| format!("self-managed certificates: {}", error_text(&e)))?;
     certificates.log(&done);
     Ok(tokio::spawn(certificates.run()))
+}
+
+/// Where the server reaches the API: never inferred, but the kubeconfig the config names, else
+/// the pod's own service account.
+fn api_source(kubernetes: &KubernetesSettings) -> ApiSource {
+    match &kubernetes.kubeconfig {
+        Some(path) => ApiSource::Kubeconfig(path.clone()),
+        None => ApiSource::InCluster,
+    }
+}
+
+/// Starts the count of namespaces by mode label (`kubernetes.namespaceModes`) into `metrics`,
+/// when it is on. It runs beside the server and never holds it up: it connects on its own
+/// first round, and a failure only marks the figures as older.
+fn count_namespace_modes(
+    kubernetes: &KubernetesSettings,
+    metrics: Arc<Metrics>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let settings = kubernetes.namespace_modes?;
+    tracing::info!(
+        interval_ms = u64::try_from(settings.interval.as_millis()).unwrap_or(u64::MAX),
+        "counting namespaces by mode label"
+    );
+    let counter = NamespaceModes::new(
+        api_source(kubernetes),
+        settings.interval,
+        kubernetes.request_timeout,
+    );
+    Some(tokio::spawn(counter.run(move |outcome| match outcome {
+        Ok(census) => metrics.namespace_modes(&census.counts()),
+        Err(_) => metrics.namespace_modes_failed(),
+    })))
 }

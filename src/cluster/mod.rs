@@ -1,7 +1,8 @@
 //! Everything that talks to the Kubernetes API: the client ([`connect`]), the pods' image pull
 //! secrets ([`PullSecrets`]), and the inventory of running workloads that `attestgate audit`
-//! judges ([`inventory`], [`audit`]), and the self-managed serving certificates
-//! ([`certificates`]).
+//! judges ([`inventory`], [`audit`]), the self-managed serving certificates
+//! ([`certificates`]), and the count of namespaces by mode label behind the
+//! `attestgate_namespaces` metric ([`namespaces`]).
 //!
 //! Reading secrets is the webhook's largest privilege; it is opt-in (`registry.pullSecrets`)
 //! and reads only the secrets a pod names (`get`, never `list`), and its service account.
@@ -11,6 +12,7 @@ pub mod audit;
 pub mod certificates;
 mod client;
 pub mod inventory;
+pub mod namespaces;
 mod pull_secrets;
 
 pub use client::{connect, ApiSource, ClusterError};

@@ -52,7 +52,7 @@ pub(super) struct ConfigFile {
     /// Cache sizes and lifetimes.
     #[serde(default)]
     pub cache: CacheFile,
-    /// How the Kubernetes API is reached (pull secrets).
+    /// How the Kubernetes API is reached (pull secrets, namespace modes).
     #[serde(default)]
     pub kubernetes: KubernetesFile,
 }
@@ -231,6 +231,16 @@ pub(super) struct PullSecretsFile {
 pub(super) struct KubernetesFile {
     pub kubeconfig: Option<PathBuf>,
     pub request_timeout: Option<Seconds>,
+    pub namespace_modes: Option<NamespaceModesFile>,
+}
+
+/// `kubernetes.namespaceModes:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct NamespaceModesFile {
+    #[serde(default)]
+    pub enabled: bool,
+    pub interval: Option<Seconds>,
 }
 
 /// `credentialProviders:`.

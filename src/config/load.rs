@@ -9,14 +9,14 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::file::{
-    ArchivistaFile, BindingFile, CacheFile, ConfigFile, NoMatchFile, PolicyFile, RegistryFile,
-    ServerFile, TrustFile,
+    ArchivistaFile, BindingFile, CacheFile, ConfigFile, NamespaceModesFile, NoMatchFile,
+    PolicyFile, RegistryFile, ServerFile, TrustFile,
 };
 use super::pattern::ImagePattern;
 use super::{
     CacheSettings, Config, ConfigError, Denylist, Exception, ExceptionTarget, KubernetesSettings,
-    NoMatch, PolicyEntry, PullSecretSettings, SelfManagedCertificates, ServerSettings,
-    MAX_CONFIG_BYTES,
+    NamespaceModesSettings, NoMatch, PolicyEntry, PullSecretSettings, SelfManagedCertificates,
+    ServerSettings, MAX_CONFIG_BYTES,
 };
 use crate::admission::Mode;
 use crate::crypto::{Certificate, PublicKey, VerifiedSigner};
@@ -45,6 +45,12 @@ const DEFAULT_PULL_SECRETS_REFRESH: Duration = Duration::from_secs(60);
 const MAX_PULL_SECRETS_REFRESH: Duration = Duration::from_secs(3600);
 /// How long one Kubernetes API request may take.
 const DEFAULT_KUBERNETES_TIMEOUT: Duration = Duration::from_secs(5);
+/// `kubernetes.namespaceModes.interval`: the default, and the range accepted (a list of every
+/// namespace more often than every second only loads the API server; one an hour apart lets
+/// the metric lag too far behind a relabel).
+const DEFAULT_NAMESPACE_MODES_INTERVAL: Duration = Duration::from_secs(60);
+const MIN_NAMESPACE_MODES_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_NAMESPACE_MODES_INTERVAL: Duration = Duration::from_secs(3600);
 /// `server.selfManagedCertificates`: a serving certificate lives a year, is renewed 30 days
 /// before it expires, and the Secret is checked every hour.
 const DEFAULT_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
@@ -363,7 +369,34 @@ impl Loader {
         Ok(KubernetesSettings {
             kubeconfig: kubernetes.kubeconfig.as_deref().map(|p| self.resolve(p)),
             request_timeout,
+            namespace_modes: self.namespace_modes(kubernetes.namespace_modes.as_ref())?,
         })
+    }
+
+    /// `kubernetes.namespaceModes`; its interval is checked even when it is off, so that a bad
+    /// value is found before it is turned on.
+    fn namespace_modes(
+        &self,
+        file: Option<&NamespaceModesFile>,
+    ) -> Result<Option<NamespaceModesSettings>, ConfigError> {
+        let Some(file) = file else {
+            return Ok(None);
+        };
+        let interval = file
+            .interval
+            .map_or(DEFAULT_NAMESPACE_MODES_INTERVAL, |d| d.0);
+        if !(MIN_NAMESPACE_MODES_INTERVAL..=MAX_NAMESPACE_MODES_INTERVAL).contains(&interval) {
+            return Err(self.invalid(
+                "kubernetes.namespaceModes.interval",
+                format!(
+                    "{} ms must be at least {} s and at most {} s",
+                    interval.as_millis(),
+                    MIN_NAMESPACE_MODES_INTERVAL.as_secs(),
+                    MAX_NAMESPACE_MODES_INTERVAL.as_secs()
+                ),
+            ));
+        }
+        Ok(file.enabled.then_some(NamespaceModesSettings { interval }))
     }
 
     fn server(&self, file: &ConfigFile) -> Result<ServerSettings, ConfigError> {

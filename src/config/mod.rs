@@ -88,13 +88,25 @@ pub struct PullSecretSettings {
     pub refresh: Duration,
 }
 
-/// `kubernetes`: the API server the webhook reads pull secrets from.
+/// `kubernetes`: the API server the webhook reads pull secrets from and counts namespaces in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesSettings {
     /// A kubeconfig file; `None` is the pod's own service account (in-cluster config).
     pub kubeconfig: Option<PathBuf>,
     /// How long one API request may take (never past the review's deadline).
     pub request_timeout: Duration,
+    /// Opt-in (`kubernetes.namespaceModes`): count the namespaces by their mode label for the
+    /// `attestgate_namespaces` metric; `None` is off.
+    pub namespace_modes: Option<NamespaceModesSettings>,
+}
+
+/// `kubernetes.namespaceModes`: the namespaces are listed (metadata only) and counted by the
+/// value of their `attestgate.dev/mode` label, in the background (see
+/// `crate::cluster::namespaces`). Read when the server starts; a change needs a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceModesSettings {
+    /// How often the namespaces are listed again.
+    pub interval: Duration,
 }
 
 /// The server part of the config.

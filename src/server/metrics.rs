@@ -98,7 +98,9 @@ pub struct Metrics {
     tls_reloads: Family<ResultLabels, Counter>,
     tls_reload_failing: Gauge,
     background_verifications: Gauge,
-    unknown_mode_labels: Counter,
+    namespaces: Family<ModeLabels, Gauge>,
+    namespace_modes_refresh_failing: Gauge,
+    namespace_modes_last_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -128,7 +130,9 @@ impl Metrics {
             tls_reloads: Family::default(),
             tls_reload_failing: Gauge::default(),
             background_verifications: Gauge::default(),
-            unknown_mode_labels: Counter::default(),
+            namespaces: Family::default(),
+            namespace_modes_refresh_failing: Gauge::default(),
+            namespace_modes_last_success: Gauge::default(),
         };
         metrics.register(&mut registry);
         metrics.start_known_series();
@@ -193,10 +197,27 @@ impl Metrics {
             "Image verifications running in the background now",
             self.background_verifications.clone(),
         );
+        self.register_namespaces(registry);
+    }
+
+    fn register_namespaces(&self, registry: &mut Registry) {
         registry.register(
-            "unknown_mode_labels",
-            "Namespaces whose mode label names no known mode",
-            self.unknown_mode_labels.clone(),
+            "namespaces",
+            "Namespaces by the value of their attestgate.dev/mode label (enforce, warn, audit; \
+             unknown values are judged as enforce; unlabelled ones are not reviewed), as last \
+             counted (kubernetes.namespaceModes)",
+            self.namespaces.clone(),
+        );
+        registry.register(
+            "namespace_modes_refresh_failing",
+            "Whether the last count of the namespaces by mode label failed and the figures are \
+             older (1) or not (0)",
+            self.namespace_modes_refresh_failing.clone(),
+        );
+        registry.register(
+            "namespace_modes_last_success_timestamp_seconds",
+            "When the namespaces were last counted by mode label (Unix seconds; 0: never)",
+            self.namespace_modes_last_success.clone(),
         );
     }
 
@@ -355,9 +376,22 @@ impl Metrics {
         self.background_verifications.set(n);
     }
 
-    /// Counts one namespace label that names no known mode.
-    pub fn unknown_mode_label(&self) {
-        self.unknown_mode_labels.inc();
+
+    /// Records a count of the namespaces by mode label: `counts` pairs each class (`enforce`,
+    /// `warn`, `audit`, `unknown`, `unlabelled`) with its number of namespaces.
+    pub fn namespace_modes(&self, counts: &[(&'static str, i64)]) {
+        for &(mode, count) in counts {
+            self.namespaces
+                .get_or_create(&ModeLabels { mode })
+                .set(count);
+        }
+        self.namespace_modes_refresh_failing.set(0);
+        self.namespace_modes_last_success.set(unix_now());
+    }
+
+    /// Records a count of the namespaces that failed: the last figures stay, marked as older.
+    pub fn namespace_modes_failed(&self) {
+        self.namespace_modes_refresh_failing.set(1);
     }
 
     /// Every metric in the OpenMetrics text format ([`METRICS_CONTENT_TYPE`]).
@@ -462,6 +496,43 @@ mod tests {
         drop(first);
         drop(second);
         assert!(metrics.encode().contains("attestgate_reviews_in_flight 0"));
+    }
+
+    #[test]
+    fn namespace_counts_stay_when_a_count_fails() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        // No figures before the first count (an empty family is not written at all).
+        assert!(!text.contains("attestgate_namespaces{"), "{text}");
+        assert!(text.contains("attestgate_namespace_modes_last_success_timestamp_seconds 0"));
+
+        metrics.namespace_modes(&[("enforce", 3), ("unknown", 1), ("unlabelled", 7)]);
+        metrics.namespace_modes_failed();
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"attestgate_namespaces{mode="enforce"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"attestgate_namespaces{mode="unknown"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("attestgate_namespace_modes_refresh_failing 1"),
+            "{text}"
+        );
+        assert!(!text.contains("attestgate_namespace_modes_last_success_timestamp_seconds 0\n"));
+
+        metrics.namespace_modes(&[("enforce", 2), ("unknown", 0)]);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"attestgate_namespaces{mode="unknown"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("attestgate_namespace_modes_refresh_failing 0"),
+            "{text}"
+        );
     }
 
     #[test]
