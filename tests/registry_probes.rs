@@ -8,8 +8,9 @@
 //!   registry peers are not installed, except under `CI=true`;
 //! - **a stand-in registry** written here (axum, in the test's own runtime) for what the real
 //!   one will not do: an anonymous `/v2/` in front of repositories that need basic auth or a
-//!   bearer token, and a registry that begins to challenge while the client runs. It logs every
-//!   request (method, path, the `Authorization` it carried, the status it got).
+//!   bearer token, a registry that begins to challenge while the client runs, manifests that
+//!   never end, tag `HEAD`s without `Docker-Content-Digest`, a mirror. It logs every request
+//!   (method, path, the `Authorization` it carried, the status it got).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,6 +18,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +38,7 @@ const USER: &str = "ci";
 const PASSWORD: &str = "s3cret";
 const GOOD_TOKEN: &str = "granted-to-ci";
 const ANONYMOUS_TOKEN: &str = "granted-to-anyone";
+const ROTATED_TOKEN: &str = "granted-to-anyone-later";
 
 // ---------------------------------------------------------------------------------------------
 // The stand-in registry
@@ -53,6 +56,23 @@ enum Mode {
     RepositoryToken,
     /// Everything challenges, `/v2/` included; `/token` grants a token to anyone.
     Challenging,
+    /// `/v2/` answers 200; repositories want a bearer token that `/token` grants to anyone.
+    RepositoryAnonymousToken,
+    /// As `Challenging`, with another token: the earlier one is refused from now on.
+    ChallengingRotated,
+}
+
+/// How the stand-in misbehaves with manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Misbehaviour {
+    /// None.
+    Nothing,
+    /// A manifest `GET` (by tag or digest) streams spaces for ever.
+    EndlessManifests,
+    /// A tag `HEAD` names no digest (manifests are served as usual).
+    WithoutDigest,
+    /// As `EndlessManifests`, and a tag `HEAD` names no digest.
+    EndlessWithoutDigest,
 }
 
 /// One request the stand-in saw.
@@ -71,6 +91,9 @@ struct Shared {
     /// `repository:tag` → digest.
     tags: HashMap<String, String>,
     mode: Mutex<Mode>,
+    misbehaviour: Mutex<Misbehaviour>,
+    /// Bytes of endless manifests handed to the HTTP server so far.
+    streamed: Arc<AtomicU64>,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -114,6 +137,8 @@ impl StandIn {
             content,
             tags,
             mode: Mutex::new(mode),
+            misbehaviour: Mutex::new(Misbehaviour::Nothing),
+            streamed: Arc::new(AtomicU64::new(0)),
             seen: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
@@ -129,6 +154,14 @@ impl StandIn {
 
     fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    fn misbehave(&self, misbehaviour: Misbehaviour) {
+        *self.shared.misbehaviour.lock().unwrap() = misbehaviour;
+    }
+
+    fn streamed(&self) -> u64 {
+        self.shared.streamed.load(Ordering::SeqCst)
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -217,7 +250,7 @@ async fn answer(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let response = route(&shared, mode, uri.path(), authorization.as_deref());
+    let response = route(&shared, mode, &method, uri.path(), authorization.as_deref());
     shared.seen.lock().unwrap().push(Seen {
         route: format!("{method} {}", uri.path()),
         authorization,
@@ -226,7 +259,13 @@ async fn answer(
     response
 }
 
-fn route(shared: &Shared, mode: Mode, path: &str, authorization: Option<&str>) -> Response {
+fn route(
+    shared: &Shared,
+    mode: Mode,
+    method: &Method,
+    path: &str,
+    authorization: Option<&str>,
+) -> Response {
     let realm = format!(
         r#"Bearer realm="http://{}/token",service="stand-in""#,
         shared.addr
@@ -234,7 +273,7 @@ fn route(shared: &Shared, mode: Mode, path: &str, authorization: Option<&str>) -
     let json = || ("Content-Type", "application/json".to_string());
     if path == "/v2/" {
         return match mode {
-            Mode::Challenging => respond(
+            Mode::Challenging | Mode::ChallengingRotated => respond(
                 StatusCode::UNAUTHORIZED,
                 &[("WWW-Authenticate", realm), json()],
                 envelope("UNAUTHORIZED"),
@@ -245,7 +284,8 @@ fn route(shared: &Shared, mode: Mode, path: &str, authorization: Option<&str>) -
     if path == "/token" {
         let granted = match mode {
             Mode::RepositoryToken if authorization == Some(&basic(USER, PASSWORD)) => GOOD_TOKEN,
-            Mode::Challenging => ANONYMOUS_TOKEN,
+            Mode::Challenging | Mode::RepositoryAnonymousToken => ANONYMOUS_TOKEN,
+            Mode::ChallengingRotated => ROTATED_TOKEN,
             _ => return respond(StatusCode::UNAUTHORIZED, &[], b"no".to_vec()),
         };
         let body = serde_json::json!({"token": granted}).to_string();
@@ -256,7 +296,10 @@ fn route(shared: &Shared, mode: Mode, path: &str, authorization: Option<&str>) -
         Mode::Open => None,
         Mode::RepositoryBasic => Some((basic(USER, PASSWORD), r#"Basic realm="stand-in""#.into())),
         Mode::RepositoryToken => Some((format!("Bearer {GOOD_TOKEN}"), realm)),
-        Mode::Challenging => Some((format!("Bearer {ANONYMOUS_TOKEN}"), realm)),
+        Mode::Challenging | Mode::RepositoryAnonymousToken => {
+            Some((format!("Bearer {ANONYMOUS_TOKEN}"), realm))
+        }
+        Mode::ChallengingRotated => Some((format!("Bearer {ROTATED_TOKEN}"), realm)),
     };
     if let Some((wanted, challenge)) = wanted {
         if authorization != Some(wanted.as_str()) {
@@ -271,6 +314,23 @@ fn route(shared: &Shared, mode: Mode, path: &str, authorization: Option<&str>) -
     let Some(rest) = path.strip_prefix("/v2/") else {
         return respond(StatusCode::NOT_FOUND, &[], Vec::new());
     };
+    let misbehaviour = *shared.misbehaviour.lock().unwrap();
+    let endless = matches!(
+        misbehaviour,
+        Misbehaviour::EndlessManifests | Misbehaviour::EndlessWithoutDigest
+    );
+    if endless && rest.contains("/manifests/") && method == Method::GET {
+        let streamed = shared.streamed.clone();
+        let endless = futures_util::stream::repeat_with(move || {
+            streamed.fetch_add(64 * 1024, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(vec![b' '; 64 * 1024])
+        });
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("Content-Type", OCI_MANIFEST)
+            .body(Body::from_stream(endless))
+            .unwrap();
+    }
     let found = if let Some((repository, reference)) = rest.split_once("/manifests/") {
         let digest = shared
             .tags
@@ -283,16 +343,19 @@ fn route(shared: &Shared, mode: Mode, path: &str, authorization: Option<&str>) -
     } else {
         None
     };
+    let digest_header = !matches!(
+        misbehaviour,
+        Misbehaviour::WithoutDigest | Misbehaviour::EndlessWithoutDigest
+    );
     match found {
-        Some((digest, (media_type, body))) => respond(
-            StatusCode::OK,
-            &[
-                ("Content-Type", (*media_type).to_string()),
-                ("Docker-Content-Digest", digest),
-            ],
+        Some((digest, (media_type, body))) => {
+            let mut headers = vec![("Content-Type", (*media_type).to_string())];
+            if digest_header {
+                headers.push(("Docker-Content-Digest", digest));
+            }
             // hyper answers a HEAD without the body, keeping its length.
-            body.clone(),
-        ),
+            respond(StatusCode::OK, &headers, body.clone())
+        }
         None => respond(
             StatusCode::NOT_FOUND,
             &[json()],
@@ -521,8 +584,8 @@ async fn a_registry_that_begins_to_challenge_is_asked_through_its_challenge() {
         .unwrap();
     assert_eq!(stand_in.count("GET /v2/"), 1);
 
-    // The registry turns auth on: the first direct request is refused, the memo is forgotten
-    // and the request goes through oci-client, which follows the challenge for a token.
+    // The registry turns auth on: the first anonymous request is refused, the memo is
+    // forgotten, and the request is sent once more with a token from the realm the 401 names.
     stand_in.set_mode(Mode::Challenging);
     stand_in
         .resolve(&registry, "app1", &anonymous)
@@ -547,4 +610,272 @@ async fn a_registry_that_begins_to_challenge_is_asked_through_its_challenge() {
     assert!(app2
         .iter()
         .all(|s| s.status == 200 && s.authorization.as_deref() == Some(bearer.as_str())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens: asked of the realm a repository names, kept per repository
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_token_is_asked_of_the_realm_a_repository_names() {
+    let stand_in = StandIn::start(1, Mode::RepositoryAnonymousToken).await;
+    let registry = Registry::new(stand_in.config()).unwrap();
+
+    let resolved = stand_in
+        .resolve(&registry, "app0", &RegistryCredentials::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(resolved.images.len(), 1);
+    // One token, asked without credentials; one refusal (the first request), then the token
+    // is kept for the repository.
+    let tokens = stand_in.under("/token");
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert!(tokens[0].authorization.is_none() && tokens[0].status == 200);
+    let content = stand_in.under("/v2/app0/");
+    let refused: Vec<_> = content.iter().filter(|s| s.status == 401).collect();
+    assert_eq!(refused.len(), 1, "{content:?}");
+    let bearer = format!("Bearer {ANONYMOUS_TOKEN}");
+    let served: Vec<_> = content.iter().filter(|s| s.status == 200).collect();
+    assert_eq!(served.len(), 3, "{content:?}");
+    assert!(served
+        .iter()
+        .all(|s| s.authorization.as_deref() == Some(bearer.as_str())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_kept_per_repository() {
+    let stand_in = StandIn::start(3, Mode::Challenging).await;
+    // Nothing kept but tokens: every resolution makes its three requests.
+    let config = RegistryConfig {
+        tag_cache_ttl: Duration::ZERO,
+        content_cache_bytes: 0,
+        ..stand_in.config()
+    };
+    let registry = Registry::new(config).unwrap();
+    let anonymous = RegistryCredentials::Anonymous;
+
+    for _ in 0..4 {
+        stand_in
+            .resolve(&registry, "app0", &anonymous)
+            .await
+            .unwrap();
+    }
+    assert_eq!(stand_in.under("/v2/app0/").len(), 4 * 3);
+    assert_eq!(stand_in.under("/token").len(), 1);
+
+    stand_in
+        .resolve(&registry, "app1", &anonymous)
+        .await
+        .unwrap();
+    assert_eq!(stand_in.under("/token").len(), 2);
+
+    // Concurrent resolutions of one repository share one token.
+    let at_once = futures_util::future::join_all(
+        (0..4).map(|_| stand_in.resolve(&registry, "app2", &anonymous)),
+    )
+    .await;
+    for result in at_once {
+        result.unwrap();
+    }
+    assert_eq!(stand_in.under("/token").len(), 3);
+    // Nothing was ever sent without its token but the probe.
+    assert_eq!(stand_in.count("GET /v2/"), 1);
+    assert!(stand_in
+        .seen()
+        .iter()
+        .all(|s| s.route == "GET /v2/" || s.route.starts_with("GET /token") || s.status == 200));
+
+    // The registry stops taking the kept token: the first request it refuses is sent again
+    // with a new one, which is kept in turn.
+    stand_in.set_mode(Mode::ChallengingRotated);
+    let before = stand_in.seen().len();
+    for _ in 0..2 {
+        stand_in
+            .resolve(&registry, "app0", &anonymous)
+            .await
+            .unwrap();
+    }
+    let after: Vec<Seen> = stand_in.seen().split_off(before);
+    let refused: Vec<_> = after.iter().filter(|s| s.status == 401).collect();
+    assert_eq!(refused.len(), 1, "{after:?}");
+    assert_eq!(
+        refused[0].authorization.as_deref(),
+        Some(format!("Bearer {ANONYMOUS_TOKEN}").as_str())
+    );
+    assert_eq!(stand_in.under("/token").len(), 4);
+    let rotated = format!("Bearer {ROTATED_TOKEN}");
+    let served: Vec<_> = after
+        .iter()
+        .filter(|s| s.status == 200 && !s.route.starts_with("GET /token"))
+        .collect();
+    assert_eq!(served.len(), 2 * 3, "{after:?}");
+    assert!(served
+        .iter()
+        .all(|s| s.authorization.as_deref() == Some(rotated.as_str())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Caps: a manifest that never ends is refused at the manifest cap, whatever the auth
+// ---------------------------------------------------------------------------------------------
+
+/// Resolves `app0` anonymously with a 10 s request timeout and checks that the endless
+/// manifest was refused at the cap, long before the timeout, with little sent.
+async fn assert_refused_at_the_cap(stand_in: &StandIn) {
+    let config = RegistryConfig {
+        request_timeout: Duration::from_secs(10),
+        ..stand_in.config()
+    };
+    let limit = config.max_manifest_bytes;
+    let registry = Registry::new(config).unwrap();
+    let started = std::time::Instant::now();
+    let err = stand_in
+        .resolve(&registry, "app0", &RegistryCredentials::Anonymous)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, RegistryError::TooLarge { limit: l, .. } if *l == limit),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("larger than the limit of {limit} bytes")),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+    // The connection was dropped at the cap: what the server produced is the cap plus what
+    // the sockets' buffers held, not what a 10 s stream would be.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let streamed = stand_in.streamed();
+    let before = streamed;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stand_in.streamed(), before, "the server still streams");
+    assert!(
+        streamed >= limit && streamed < limit + 32 * 1024 * 1024,
+        "{streamed} bytes streamed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_manifest_at_a_challenging_registry_is_refused_at_the_cap() {
+    let stand_in = StandIn::start(1, Mode::Challenging).await;
+    stand_in.misbehave(Misbehaviour::EndlessManifests);
+    assert_refused_at_the_cap(&stand_in).await;
+    // It was the manifest by digest, asked with a token.
+    let bearer = format!("Bearer {ANONYMOUS_TOKEN}");
+    assert!(stand_in
+        .seen()
+        .iter()
+        .any(|s| s.route.starts_with("GET /v2/app0/manifests/sha256:")
+            && s.authorization.as_deref() == Some(bearer.as_str())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_tag_manifest_after_a_head_without_digest_is_refused_at_the_cap() {
+    let stand_in = StandIn::start(1, Mode::Open).await;
+    stand_in.misbehave(Misbehaviour::EndlessWithoutDigest);
+    assert_refused_at_the_cap(&stand_in).await;
+    assert_eq!(stand_in.count("HEAD /v2/app0/manifests/v1"), 1);
+    assert_eq!(stand_in.count("GET /v2/app0/manifests/v1"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_head_without_digest_is_resolved_by_hashing_the_manifest() {
+    let stand_in = StandIn::start(1, Mode::Challenging).await;
+    stand_in.misbehave(Misbehaviour::WithoutDigest);
+    let registry = Registry::new(stand_in.config()).unwrap();
+    let resolved = stand_in
+        .resolve(&registry, "app0", &RegistryCredentials::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(resolved.digest.to_string(), stand_in.shared.tags["app0:v1"]);
+    assert_eq!(stand_in.count("HEAD /v2/app0/manifests/v1"), 1);
+    assert_eq!(stand_in.count("GET /v2/app0/manifests/v1"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mirrors: the registry's credentials stay with the registry
+// ---------------------------------------------------------------------------------------------
+
+/// A registry whose only mirror is `mirror`, with the registry's own host last.
+fn mirrored(registry: &StandIn, mirror: &StandIn) -> (tempfile::TempDir, RegistryConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join(registry.host());
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(
+        folder.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            registry.host(),
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let config = RegistryConfig {
+        insecure_hosts: vec![registry.host(), mirror.host()],
+        mirrors: Some(attestgate::image::Mirrors::from_dir(dir.path()).unwrap()),
+        ..RegistryConfig::default()
+    };
+    (dir, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_on_another_host_never_gets_the_registry_credentials() {
+    let upstream = StandIn::start(1, Mode::RepositoryBasic).await;
+    let mirror = StandIn::start(1, Mode::Challenging).await;
+    let (_dir, config) = mirrored(&upstream, &mirror);
+    let registry = Registry::new(config).unwrap();
+
+    // The mirror challenges and grants anonymous tokens: it serves, asked anonymously.
+    let resolved = upstream
+        .resolve(&registry, "app0", &ci(PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(resolved.images.len(), 1);
+    let mirror_seen = mirror.seen();
+    assert!(mirror_seen
+        .iter()
+        .any(|s| s.route.starts_with("GET /token")));
+    let anonymous_token = format!("Bearer {ANONYMOUS_TOKEN}");
+    assert!(
+        mirror_seen.iter().all(|s| s.authorization.is_none()
+            || s.authorization.as_deref() == Some(anonymous_token.as_str())),
+        "{mirror_seen:?}"
+    );
+    assert!(upstream.seen().is_empty());
+
+    // A mirror that wants basic auth refuses, never sees the credentials, and is passed over
+    // for the registry itself, which gets them.
+    mirror.set_mode(Mode::RepositoryBasic);
+    let registry = Registry::new(mirrored(&upstream, &mirror).1).unwrap();
+    let resolved = upstream
+        .resolve(&registry, "app0", &ci(PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(resolved.images.len(), 1);
+    let mirror_seen = mirror.seen();
+    assert!(mirror_seen.iter().any(|s| s.status == 401));
+    assert!(
+        mirror_seen.iter().all(|s| !s
+            .authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic"))),
+        "{mirror_seen:?}"
+    );
+    let wanted = basic(USER, PASSWORD);
+    assert!(upstream
+        .seen()
+        .iter()
+        .any(|s| s.status == 200 && s.authorization.as_deref() == Some(wanted.as_str())));
+
+    // The registry itself, reached when the mirror has not got the image, gets them.
+    let own = StandIn::start(1, Mode::RepositoryBasic).await;
+    let (_dir, config) = mirrored(&own, &StandIn::start(0, Mode::Open).await);
+    let registry = Registry::new(config).unwrap();
+    own.resolve(&registry, "app0", &ci(PASSWORD)).await.unwrap();
+    let wanted = basic(USER, PASSWORD);
+    assert!(own
+        .seen()
+        .iter()
+        .any(|s| s.status == 200 && s.authorization.as_deref() == Some(wanted.as_str())));
 }

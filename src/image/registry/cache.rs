@@ -185,8 +185,8 @@ impl Caches {
                 Cached::Hit(Err(RegistryError::NotFound {
                     registry: registry.clone(),
                     what: what.clone(),
-                    source: OciDistributionError::GenericError(Some(
-                        "not found (a recent answer of the registry, kept briefly)".into(),
+                    source: OciDistributionError::IoError(std::io::Error::other(
+                        "not found (a recent answer of the registry, kept briefly)",
                     )),
                 }))
             }

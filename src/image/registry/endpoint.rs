@@ -1,39 +1,52 @@
-//! The clients of one endpoint (per registry and credentials), and which one a request takes.
+//! The client of one endpoint (per registry and credentials): every request is made here, with
+//! reqwest, and every body it reads is capped.
 //!
-//! `oci-client` asks `GET /v2/` for an auth challenge before every request while it holds no
-//! token, and never remembers that an endpoint sends none, so an anonymous pull from a registry
-//! without auth (an in-cluster registry) paid one extra round trip per request. Here what
-//! `/v2/` said is remembered per endpoint client for [`CHALLENGE_MEMO_TTL`]:
+//! `oci-client` served as the registry client before; it read manifests whole before any cap
+//! could apply (a registry could stream an endless manifest into memory), never remembered
+//! that an endpoint sends no challenge (one `GET /v2/` per request), and asked a token realm
+//! only when `/v2/` itself challenged. It is kept for its types only ([`Reference`],
+//! [`RegistryAuth`], its error type, [`ClientProtocol`]); its `Client` is no longer used.
 //!
-//! - **no challenge** (a success without `WWW-Authenticate`): tag `HEAD`s, manifest `GET`s and
-//!   blob `GET`s are sent directly, with a reqwest client built from the same settings as the
-//!   endpoint's `oci-client` (scheme, extra CA roots, timeouts, user agent, reqwest's default
-//!   redirect policy and proxy settings), with the same `Accept` headers and anonymously, which
-//!   is what `oci-client` itself sends to such an endpoint (it never sends basic credentials
-//!   unchallenged);
-//! - **a challenge**: every request goes through `oci-client`, which caches tokens per
-//!   repository;
-//! - **no answer to go by** (the probe failed, or answered an error without a challenge): this
-//!   request goes through `oci-client`, as before, and nothing is remembered.
+//! What `GET /v2/` said is remembered per endpoint client for [`CHALLENGE_MEMO_TTL`], with its
+//! challenge: none, a bearer challenge (realm and service), or a basic one. A probe that fails,
+//! or answers an error without a usable challenge, is not remembered.
 //!
-//! Bearer credentials always go through `oci-client`: it sends them without probing.
+//! How a request is authorized:
+//! - bearer credentials ([`RegistryAuth::Bearer`]) are sent as they are, without a probe;
+//! - else a grant kept for the repository (below) is sent;
+//! - else, by what `/v2/` said: no challenge (or nothing to go by): anonymous; a bearer
+//!   challenge: a token from its realm, asked anonymously or with the basic credentials, for
+//!   scope `repository:<name>:pull`; a basic challenge: the basic credentials, or anonymous
+//!   without them.
 //!
-//! A direct request answered 401 (a repository that needs auth although `/v2/` does not, or a
-//! registry that began to challenge) forgets the memo. Anonymous, the request is then made
-//! through `oci-client` (which probes again and follows a new challenge). With basic
-//! credentials it is made again directly with them: as basic auth, or, when the 401 names a
-//! bearer realm, with a token the realm grants them for the repository. `oci-client` could not
-//! do that: with an anonymous `/v2/` it sends basic credentials nowhere.
+//! A 401 forgets the memo and the repository's grant. If it carries a bearer challenge, a
+//! token is asked of the realm it names (anonymously or with the basic credentials) and the
+//! request is sent once more with it; a basic challenge is answered once with the basic
+//! credentials if there are any. Otherwise (or if the answer would carry what was already
+//! refused) the refusal stands. This is how a repository that needs a token although `/v2/` is
+//! open (or a registry that began to challenge) is served, as containerd serves it.
 //!
-//! Limitation: a token obtained that way is not kept, and the memo, forgotten, is probed again
-//! at the next request; a repository that needs credentials on a registry whose `/v2/` is
-//! anonymous therefore costs a probe, a refused request and a token request on every request
-//! that misses the caches.
+//! Grants (a token, or the basic credentials a repository's 401 asked for) are kept per
+//! repository scope for the token answer's `expires_in` (default [`DEFAULT_TOKEN_TTL`],
+//! bounded to [`MIN_TOKEN_TTL`]..=[`MAX_TOKEN_TTL`]), at most [`MAX_GRANTS`] of them. One token
+//! request is made at a time per endpoint client, so concurrent requests for one repository
+//! share one token; the client is per (registry, endpoint, credentials), so a grant is never
+//! used with other credentials.
 //!
-//! Limitation: the memo is kept per client, so 256 distinct (registry, credentials) pairs
-//! (`MAX_CACHED_CLIENTS`) empty it with the clients.
+//! Bodies: manifests and blobs are refused by their declared length, then streamed and refused
+//! as soon as they pass their cap; error answers, `/v2/` answers and token answers are read up
+//! to [`SMALL_BODY_CAP`]. A tag `HEAD` answered without `Docker-Content-Digest` is followed by
+//! a `GET` of the tag, capped as a manifest, whose bytes are hashed (SHA-256).
+//!
+//! Redirects follow reqwest's default policy (up to 10; `Authorization` is dropped when a
+//! redirect leaves the host). The token realm is followed wherever it points: see the
+//! registry's module documentation.
+//!
+//! Limitation: the memo and the grants are kept per client, so 256 distinct (registry,
+//! credentials) pairs (`MAX_CACHED_CLIENTS`) empty them with the clients.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
@@ -41,7 +54,7 @@ use oci_client::client::ClientProtocol;
 use oci_client::errors::{DigestError, OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
-use reqwest::header::{HeaderMap, ACCEPT, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio::time::Instant;
 
@@ -51,20 +64,58 @@ use crate::image::Digest;
 
 /// How long an endpoint's answer to `GET /v2/` is trusted. A registry that starts to challenge
 /// meanwhile is noticed at once anyway (its first 401 forgets the memo), so the bound only
-/// decides how soon a registry that stops challenging is asked directly, and costs one probe
-/// per endpoint and per this much time.
+/// decides how soon a registry that stops challenging is asked anonymously, and costs one
+/// probe per endpoint and per this much time.
 pub(super) const CHALLENGE_MEMO_TTL: Duration = Duration::from_secs(300);
+
+/// How long a token is kept when its answer names no `expires_in`.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Shortest time a token is kept, whatever its `expires_in`.
+const MIN_TOKEN_TTL: Duration = Duration::from_secs(10);
+/// Longest time a token (or a repository's basic grant) is kept.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// Grants kept per endpoint client before they are all forgotten.
+const MAX_GRANTS: usize = 1024;
 
 /// Cap on what is read of an error answer, a `/v2/` answer or a token answer.
 const SMALL_BODY_CAP: u64 = 64 * 1024;
 
 /// What `/v2/` said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Said {
     /// A success without an auth challenge.
     NoChallenge,
     /// An auth challenge.
-    Challenge,
+    Challenge(Challenge),
+}
+
+/// An auth challenge (`WWW-Authenticate`) the client can answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    /// A token realm to ask.
+    Bearer(BearerChallenge),
+    /// Basic credentials wanted.
+    Basic,
+}
+
+impl Challenge {
+    /// The challenge of an answer: a bearer one with a usable realm first, else a basic one.
+    fn of(headers: &HeaderMap) -> Option<Self> {
+        let values: Vec<&str> = headers
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        if let Some(bearer) = values.iter().find_map(|v| BearerChallenge::parse(v)) {
+            return Some(Self::Bearer(bearer));
+        }
+        let basic = values.iter().any(|v| {
+            v.split_whitespace()
+                .next()
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("basic"))
+        });
+        basic.then_some(Self::Basic)
+    }
 }
 
 /// Why reading an answer failed.
@@ -72,7 +123,7 @@ enum Said {
 pub(super) enum Failure {
     /// More than the cap was declared or sent.
     TooLarge,
-    /// The registry's answer or the transport, as `oci-client` reports them.
+    /// The registry's answer or the transport, as `oci-client`'s error type reports them.
     Registry(OciDistributionError),
 }
 
@@ -91,52 +142,58 @@ impl From<CappedRead> for Failure {
     }
 }
 
-/// The clients of one (registry, endpoint, credentials) triple; clones share the memo.
+/// The client of one (registry, endpoint, credentials) triple; clones share the memo and the
+/// grants.
 #[derive(Clone)]
 pub(super) struct EndpointClient {
-    oci: oci_client::Client,
     http: reqwest::Client,
     protocol: ClientProtocol,
     /// What `/v2/` said and until when it is trusted. Held across the probe, so that the
     /// requests waiting for one endpoint make one probe between them.
     memo: Arc<tokio::sync::Mutex<Option<(Said, Instant)>>>,
+    /// The `Authorization` to send per repository scope, and until when.
+    grants: Arc<Mutex<HashMap<String, (HeaderValue, Instant)>>>,
+    /// Held while a token is asked for, so that concurrent requests ask once.
+    asking: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl EndpointClient {
-    /// Both clients of an endpoint; `http` must be configured as `oci` is.
-    pub(super) fn new(
-        oci: oci_client::Client,
-        http: reqwest::Client,
-        protocol: ClientProtocol,
-    ) -> Self {
+    /// The client of an endpoint reached with `http` over `protocol`.
+    pub(super) fn new(http: reqwest::Client, protocol: ClientProtocol) -> Self {
         Self {
-            oci,
             http,
             protocol,
             memo: Arc::new(tokio::sync::Mutex::new(None)),
+            grants: Arc::new(Mutex::new(HashMap::new())),
+            asking: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// The digest `target` (a tag) names now: a `HEAD` and its `Docker-Content-Digest`.
+    /// The digest `target` (a tag) names now: a `HEAD` and its `Docker-Content-Digest`, or,
+    /// without that header, the SHA-256 of the manifest a `GET` returns, read up to `cap`.
     pub(super) async fn manifest_digest(
         &self,
         target: &Reference,
         auth: &RegistryAuth,
-    ) -> Result<String, OciDistributionError> {
+        cap: u64,
+    ) -> Result<String, Failure> {
         let url = self.manifest_url(target);
         let head = |http: &reqwest::Client| http.head(&url).header(ACCEPT, ACCEPTED.join(", "));
-        if let Some(answer) = self.send_direct(target, auth, head).await {
-            let response = answer?;
-            if response.status() != StatusCode::OK {
-                return Err(refusal(response).await);
-            }
-            // Without the header (distribution always sends it), `oci-client` knows the way:
-            // a `GET` whose body it hashes.
-            if let Some(digest) = digest_header(response.headers())? {
-                return Ok(digest);
-            }
+        let response = self.send(target, auth, head).await?;
+        if response.status() != StatusCode::OK {
+            return Err(refusal(response).await.into());
         }
-        self.oci.fetch_manifest_digest(target, auth).await
+        if let Some(digest) = digest_header(response.headers())? {
+            return Ok(digest);
+        }
+        // Distribution always sends the header; without it, the bytes tell.
+        tracing::debug!(
+            registry = target.resolve_registry(),
+            "tag answered without a digest header: hashing the manifest"
+        );
+        let get = |http: &reqwest::Client| http.get(&url).header(ACCEPT, ACCEPTED.join(", "));
+        let body = read_content(self.send(target, auth, get).await?, None, cap).await?;
+        Ok(format!("sha256:{}", crate::encoding::sha256_hex(&body)))
     }
 
     /// A manifest or index by digest, read up to `cap` bytes (refused by its declared length
@@ -149,13 +206,7 @@ impl EndpointClient {
     ) -> Result<Vec<u8>, Failure> {
         let url = self.manifest_url(target);
         let get = |http: &reqwest::Client| http.get(&url).header(ACCEPT, ACCEPTED.join(", "));
-        if let Some(answer) = self.send_direct(target, auth, get).await {
-            return read_content(answer?, target.digest(), cap).await;
-        }
-        // `oci-client` reads a manifest whole; the cap applies right after.
-        let (body, _) = self.oci.pull_manifest_raw(target, auth, &ACCEPTED).await?;
-        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(body)]);
-        Ok(read_capped(body, None, cap).await?)
+        read_content(self.send(target, auth, get).await?, target.digest(), cap).await
     }
 
     /// A blob by digest (asked for by digest alone, never at a descriptor's `urls`), streamed
@@ -169,80 +220,167 @@ impl EndpointClient {
     ) -> Result<Vec<u8>, Failure> {
         let url = self.blob_url(target, digest);
         let get = |http: &reqwest::Client| http.get(&url).header(ACCEPT, ACCEPTED.join(", "));
-        if let Some(answer) = self.send_direct(target, auth, get).await {
-            return read_content(answer?, Some(digest), cap).await;
-        }
-        // `pull_blob_stream` takes no credentials: it uses those stored for the registry.
-        self.oci
-            .store_auth_if_needed(target.resolve_registry(), auth)
-            .await;
-        let stream = self.oci.pull_blob_stream(target, digest).await?;
-        let declared = stream.content_length;
-        Ok(read_capped(stream, declared, cap).await?)
+        read_content(self.send(target, auth, get).await?, Some(digest), cap).await
     }
 
-    /// Sends the request `build` makes directly when the endpoint sends no challenge; `None`
-    /// when it must go through `oci-client` instead. A 401 forgets the memo and, with basic
-    /// credentials, is answered with them once.
-    async fn send_direct(
+    /// Sends the request `build` makes, authorized as the module documentation says, and
+    /// answers a 401 once if its challenge can be answered with something new.
+    async fn send(
         &self,
         target: &Reference,
         auth: &RegistryAuth,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
-    ) -> Option<Result<Response, OciDistributionError>> {
-        if matches!(auth, RegistryAuth::Bearer(_)) || self.said(target).await? != Said::NoChallenge
+    ) -> Result<Response, OciDistributionError> {
+        let scope = format!("repository:{}:pull", target.repository());
+        let sent = self.authorization(target, auth, &scope).await?;
+        let response = authorized(build(&self.http), sent.as_ref()).send().await?;
+        if response.status() != StatusCode::UNAUTHORIZED || matches!(auth, RegistryAuth::Bearer(_))
         {
-            return None;
-        }
-        let response = match build(&self.http).send().await {
-            Ok(response) => response,
-            Err(err) => return Some(Err(err.into())),
-        };
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Some(Ok(response));
+            return Ok(response);
         }
         *self.memo.lock().await = None;
+        self.forget(&scope, sent.as_ref());
+        let Some(challenge) = Challenge::of(response.headers()) else {
+            return Ok(response);
+        };
         let registry = target.resolve_registry();
-        let RegistryAuth::Basic(username, password) = auth else {
-            tracing::debug!(
-                registry,
-                "anonymous request refused: asking through oci-client"
-            );
-            return None;
+        let again = match self.answer(&challenge, &scope, auth).await? {
+            Some(again) if sent.as_ref() != Some(&again) => again,
+            _ => return Ok(response),
         };
         tracing::debug!(
             registry,
-            "request refused without credentials: sending them"
+            scope,
+            "request refused: sending it again authorized"
         );
-        let challenge = response.headers().get(WWW_AUTHENTICATE).cloned();
         drain(response).await;
-        let request = match self
-            .credentials(challenge, target, username, password)
-            .await
-        {
-            Ok(Credentials::Basic) => build(&self.http).basic_auth(username, Some(password)),
-            Ok(Credentials::Token(token)) => build(&self.http).bearer_auth(token),
-            Err(err) => return Some(Err(err)),
-        };
-        Some(request.send().await.map_err(Into::into))
+        Ok(authorized(build(&self.http), Some(&again)).send().await?)
+    }
+
+    /// What to send first: the bearer credentials, a live grant for `scope`, or what `/v2/`
+    /// asks for.
+    async fn authorization(
+        &self,
+        target: &Reference,
+        auth: &RegistryAuth,
+        scope: &str,
+    ) -> Result<Option<HeaderValue>, OciDistributionError> {
+        if let RegistryAuth::Bearer(token) = auth {
+            return bearer(token).map(Some);
+        }
+        if let Some(granted) = self.granted(scope) {
+            return Ok(Some(granted));
+        }
+        match self.said(target).await {
+            None | Some(Said::NoChallenge) => Ok(None),
+            Some(Said::Challenge(challenge)) => self.answer(&challenge, scope, auth).await,
+        }
+    }
+
+    /// What answers `challenge` for `scope` (kept as the scope's grant); `None`: nothing does.
+    async fn answer(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+        auth: &RegistryAuth,
+    ) -> Result<Option<HeaderValue>, OciDistributionError> {
+        match (challenge, auth) {
+            (Challenge::Bearer(realm), _) => self.token(realm, scope, auth).await.map(Some),
+            (Challenge::Basic, RegistryAuth::Basic(username, password)) => {
+                let value = sensitive(&format!(
+                    "Basic {}",
+                    crate::encoding::encode_base64(format!("{username}:{password}").as_bytes())
+                ))?;
+                self.keep(scope, value.clone(), MAX_TOKEN_TTL);
+                Ok(Some(value))
+            }
+            (Challenge::Basic, _) => Ok(None),
+        }
+    }
+
+    /// A token for `scope` from the realm of `challenge`: the one kept, or a new one, asked
+    /// anonymously or with the basic credentials.
+    async fn token(
+        &self,
+        challenge: &BearerChallenge,
+        scope: &str,
+        auth: &RegistryAuth,
+    ) -> Result<HeaderValue, OciDistributionError> {
+        let _asking = self.asking.lock().await;
+        if let Some(granted) = self.granted(scope) {
+            return Ok(granted);
+        }
+        let mut query = vec![("scope", scope)];
+        if let Some(service) = &challenge.service {
+            query.push(("service", service));
+        }
+        // The realm is followed wherever it points (see the registry's module documentation).
+        let mut request = self.http.get(&challenge.realm).query(&query);
+        if let RegistryAuth::Basic(username, password) = auth {
+            request = request.basic_auth(username, Some(password));
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let body = read_small(response).await;
+        if !status.is_success() {
+            return Err(OciDistributionError::AuthenticationFailure(
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        let granted: Granted = serde_json::from_slice(&body)
+            .map_err(|e| OciDistributionError::RegistryTokenDecodeError(e.to_string()))?;
+        let ttl = token_ttl(granted.expires_in);
+        let token = granted.token.or(granted.access_token).ok_or_else(|| {
+            OciDistributionError::RegistryTokenDecodeError("the answer holds no token".into())
+        })?;
+        let value = bearer(&token)?;
+        tracing::debug!(realm = %challenge.realm, scope, ?ttl, "token obtained");
+        self.keep(scope, value.clone(), ttl);
+        Ok(value)
+    }
+
+    /// The live grant for `scope`.
+    fn granted(&self, scope: &str) -> Option<HeaderValue> {
+        let grants = lock(&self.grants);
+        let (value, until) = grants.get(scope)?;
+        (*until > Instant::now()).then(|| value.clone())
+    }
+
+    fn keep(&self, scope: &str, value: HeaderValue, ttl: Duration) {
+        let mut grants = lock(&self.grants);
+        if grants.len() >= MAX_GRANTS {
+            grants.clear();
+        }
+        grants.insert(scope.to_string(), (value, Instant::now() + ttl));
+    }
+
+    /// Forgets the grant for `scope` if it is the one that was refused (a newer one, kept
+    /// meanwhile by a concurrent request, stays).
+    fn forget(&self, scope: &str, refused: Option<&HeaderValue>) {
+        let mut grants = lock(&self.grants);
+        if grants.get(scope).is_some_and(|(v, _)| Some(v) == refused) {
+            grants.remove(scope);
+        }
     }
 
     /// What `/v2/` said, asked now unless a live answer is kept; `None` when it gave nothing
     /// to go by.
     async fn said(&self, target: &Reference) -> Option<Said> {
         let mut memo = self.memo.lock().await;
-        if let Some((said, until)) = *memo {
-            if until > Instant::now() {
-                return Some(said);
+        if let Some((said, until)) = &*memo {
+            if *until > Instant::now() {
+                return Some(said.clone());
             }
         }
         let registry = target.resolve_registry();
         let url = format!("{}://{registry}/v2/", self.scheme(registry));
         let said = match self.http.get(&url).send().await {
             Ok(response) => {
-                let said = if response.headers().contains_key(WWW_AUTHENTICATE) {
-                    Some(Said::Challenge)
-                } else if response.status().is_success() {
+                let said = if let Some(challenge) = Challenge::of(response.headers()) {
+                    Some(Said::Challenge(challenge))
+                } else if response.status().is_success()
+                    && !response.headers().contains_key(WWW_AUTHENTICATE)
+                {
                     Some(Said::NoChallenge)
                 } else {
                     None
@@ -253,55 +391,10 @@ impl EndpointClient {
             Err(_) => None,
         };
         tracing::debug!(registry, ?said, "registry api root probed");
-        *memo = said.map(|said| (said, Instant::now() + CHALLENGE_MEMO_TTL));
+        *memo = said
+            .clone()
+            .map(|said| (said, Instant::now() + CHALLENGE_MEMO_TTL));
         said
-    }
-
-    /// What to answer a 401 with: basic auth, or a token from the bearer realm it names.
-    async fn credentials(
-        &self,
-        challenge: Option<reqwest::header::HeaderValue>,
-        target: &Reference,
-        username: &str,
-        password: &str,
-    ) -> Result<Credentials, OciDistributionError> {
-        let Some(challenge) = challenge
-            .as_ref()
-            .and_then(|value| value.to_str().ok())
-            .and_then(BearerChallenge::parse)
-        else {
-            return Ok(Credentials::Basic);
-        };
-        let scope = format!("repository:{}:pull", target.repository());
-        let mut query = vec![("scope", scope.as_str())];
-        if let Some(service) = &challenge.service {
-            query.push(("service", service));
-        }
-        // As `oci-client` does: the realm is followed wherever it points (see the module
-        // documentation of the registry for what that means).
-        let response = self
-            .http
-            .get(&challenge.realm)
-            .query(&query)
-            .basic_auth(username, Some(password))
-            .send()
-            .await?;
-        let status = response.status();
-        let body = read_small(response).await;
-        if !status.is_success() {
-            return Err(OciDistributionError::AuthenticationFailure(
-                String::from_utf8_lossy(&body).into_owned(),
-            ));
-        }
-        let granted: Granted = serde_json::from_slice(&body)
-            .map_err(|e| OciDistributionError::RegistryTokenDecodeError(e.to_string()))?;
-        granted
-            .token
-            .or(granted.access_token)
-            .map(Credentials::Token)
-            .ok_or_else(|| {
-                OciDistributionError::RegistryTokenDecodeError("the answer holds no token".into())
-            })
     }
 
     /// `http` or `https` for `registry`, as `oci-client` decides it from the same protocol.
@@ -338,23 +431,55 @@ impl EndpointClient {
     }
 }
 
-/// What a 401 is answered with.
-enum Credentials {
-    /// The basic credentials themselves.
-    Basic,
-    /// A bearer token from the realm.
-    Token(String),
+/// How long a token whose answer said `expires_in` is kept.
+fn token_ttl(expires_in: Option<u64>) -> Duration {
+    expires_in.map_or(DEFAULT_TOKEN_TTL, |seconds| {
+        Duration::from_secs(seconds).clamp(MIN_TOKEN_TTL, MAX_TOKEN_TTL)
+    })
 }
 
-/// A token realm's answer (distribution's token spec: `token`, or OAuth2's `access_token`).
+/// `request` with `value` as its `Authorization`, if any.
+fn authorized(request: RequestBuilder, value: Option<&HeaderValue>) -> RequestBuilder {
+    match value {
+        Some(value) => request.header(AUTHORIZATION, value.clone()),
+        None => request,
+    }
+}
+
+/// `Bearer <token>`, marked sensitive.
+fn bearer(token: &str) -> Result<HeaderValue, OciDistributionError> {
+    sensitive(&format!("Bearer {token}"))
+}
+
+fn sensitive(text: &str) -> Result<HeaderValue, OciDistributionError> {
+    let mut value = HeaderValue::from_str(text).map_err(|_| {
+        OciDistributionError::RegistryTokenDecodeError(
+            "the credentials cannot be sent as a header".into(),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Locks a map that is only ever read or written in one step (never across an `.await`), so a
+/// poisoned lock still holds consistent data.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A token realm's answer (distribution's token spec: `token`, or OAuth2's `access_token`,
+/// with its lifetime in seconds).
 #[derive(serde::Deserialize)]
 struct Granted {
     token: Option<String>,
     access_token: Option<String>,
+    expires_in: Option<u64>,
 }
 
 /// A `WWW-Authenticate: Bearer realm="...",service="..."` challenge.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct BearerChallenge {
     realm: String,
     service: Option<String>,
@@ -518,15 +643,43 @@ mod tests {
     }
 
     #[test]
+    fn challenges_prefer_a_usable_bearer_realm_then_basic() {
+        let headers = |values: &[&str]| {
+            let mut map = HeaderMap::new();
+            for value in values {
+                map.append(WWW_AUTHENTICATE, HeaderValue::from_str(value).unwrap());
+            }
+            map
+        };
+        let bearer = r#"Bearer realm="http://127.0.0.1:1/token",service="s""#;
+        assert!(matches!(
+            Challenge::of(&headers(&[r#"Basic realm="r""#, bearer])),
+            Some(Challenge::Bearer(b)) if b.service.as_deref() == Some("s")
+        ));
+        assert_eq!(
+            Challenge::of(&headers(&[r#"basic realm="r""#])),
+            Some(Challenge::Basic)
+        );
+        // A bearer realm that is not http(s) is no challenge the client answers.
+        assert_eq!(
+            Challenge::of(&headers(&[r#"Bearer realm="file:///x""#])),
+            None
+        );
+        assert_eq!(Challenge::of(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn tokens_are_kept_for_their_lifetime_within_bounds() {
+        assert_eq!(token_ttl(None), DEFAULT_TOKEN_TTL);
+        assert_eq!(token_ttl(Some(120)), Duration::from_secs(120));
+        assert_eq!(token_ttl(Some(0)), MIN_TOKEN_TTL);
+        assert_eq!(token_ttl(Some(u64::MAX)), MAX_TOKEN_TTL);
+    }
+
+    #[test]
     fn the_scheme_is_chosen_as_oci_client_chooses_it() {
         crate::install_crypto_provider();
-        let client = |protocol| {
-            EndpointClient::new(
-                oci_client::Client::default(),
-                reqwest::Client::new(),
-                protocol,
-            )
-        };
+        let client = |protocol| EndpointClient::new(reqwest::Client::new(), protocol);
         let except = client(ClientProtocol::HttpsExcept(vec!["127.0.0.1:5000".into()]));
         assert_eq!(except.scheme("127.0.0.1:5000"), "http");
         assert_eq!(except.scheme("localhost:5000"), "https");

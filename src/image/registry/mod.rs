@@ -1,7 +1,7 @@
-//! Registry access: an image reference to a [`ResolvedImage`], through `oci-client`, or
-//! directly (with a reqwest client configured as the endpoint's `oci-client` is) at endpoints
-//! whose `GET /v2/` sends no auth challenge, which is remembered per endpoint client for a few
-//! minutes instead of being asked before every request (see `endpoint.rs`).
+//! Registry access: an image reference to a [`ResolvedImage`]. Every request is made by one
+//! reqwest client per endpoint and credentials, with every body it reads capped; what
+//! `GET /v2/` said (its auth challenge) is remembered per endpoint client for a few minutes
+//! and tokens per repository (see `endpoint.rs`). `oci-client` is used for its types only.
 //!
 //! What [`Registry::resolve`] guarantees:
 //! - a tag is resolved to a digest once; a digest in the reference wins over its tag;
@@ -27,22 +27,27 @@
 //! registry are tried in containerd's order, the server last. A tag is turned into a digest
 //! only by endpoints with the `resolve` capability; manifests and configs by digest come from
 //! endpoints with `pull`. The next endpoint is tried when one answers "not found", is
-//! unreachable, times out or fails with a 5xx; anything else (a digest mismatch above all: an
-//! attack signal, not an outage) stops. Whatever endpoint serves content, it is hash-checked;
+//! unreachable, times out or fails with a 5xx, and a mirror also when it refuses access (401
+//! or 403: mirrors are asked anonymously, see below); anything else (a digest mismatch above
+//! all: an attack signal, not an outage) stops. Whatever endpoint serves content, it is hash-checked;
 //! cache keys name the registry, not the endpoint, since content by digest is the same
 //! wherever it came from. A plain-HTTP endpoint is used only when its host is listed in
 //! [`RegistryConfig::insecure_hosts`] (others are skipped). Refused with
 //! [`RegistryError::Endpoint`]: `skip_verify` (content is hash-checked, but a tag resolved
 //! over an unverified connection could be swapped, and TLS is never silently weakened), and
-//! what `oci-client` cannot honour: client certificates, extra headers, an API root other than
-//! `/v2`. An endpoint's `ca` files are trusted for that endpoint only. The registry's
-//! credentials are sent to its mirrors too, as containerd's CRI does. Requests to a mirror
-//! carry `?ns=<registry>`.
+//! what this client does not honour: client certificates, extra headers, an API root other than
+//! `/v2`. An endpoint's `ca` files are trusted for that endpoint only. Requests to a mirror
+//! carry `?ns=<registry>`. The registry's credentials are sent to the registry only: a mirror
+//! on another host is asked anonymously (as containerd's CRI sends credentials only to the
+//! host they were configured for).
+//!
+//! Limitation: credentials configured for a mirror's own host are not looked up (the caller
+//! hands over the registry's credentials only), so a mirror that needs auth cannot serve.
 //!
 //! Limitation: the bearer-token realm a registry names in `WWW-Authenticate` is followed
-//! wherever it points (`oci-client` offers no hook to vet it, and the direct path, answering a
-//! 401 with basic credentials, follows it the same way), and blob downloads follow
-//! redirects, as registries that keep blobs in object storage need. A registry admins do not
+//! wherever it points (with the basic credentials, if any, as distribution's token protocol
+//! wants), and requests follow redirects (up to 10, `Authorization` dropped when one leaves
+//! the host), as registries that keep blobs in object storage need. A registry admins do not
 //! trust can therefore make the webhook send requests elsewhere; content is still hash-checked.
 
 mod cache;
@@ -58,7 +63,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::client::ClientProtocol;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use rustls_pki_types::pem::PemObject as _;
@@ -258,10 +263,9 @@ impl RegistryCredentials {
 /// one concurrency limit per registry.
 pub struct Registry {
     config: RegistryConfig,
-    /// `oci-client` keeps the first credentials it sees for a registry and caches tokens per
-    /// repository, so one client serves exactly one (registry, endpoint, credentials) triple:
-    /// tokens obtained with one tenant's pull secret are never used for another's. Each holds
-    /// the endpoint's direct client and what its `/v2/` said (see `endpoint.rs`).
+    /// One client per (registry, endpoint, credentials) triple, since each caches tokens per
+    /// repository: tokens obtained with one tenant's pull secret are never used for
+    /// another's. Each holds what its endpoint's `/v2/` said (see `endpoint.rs`).
     clients: Mutex<HashMap<(String, String, String), EndpointClient>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     caches: cache::Caches,
@@ -348,7 +352,6 @@ impl Registry {
                 deadline,
             },
             routes: &routes,
-            auth: credentials.to_oci(),
             caches: &self.caches,
             identity: identity.clone(),
             reference,
@@ -399,12 +402,20 @@ impl Registry {
                 );
                 continue;
             }
+            // Credentials go to the registry's own host only (as containerd's CRI sends
+            // them only to the host they are for): a mirror elsewhere is asked anonymously.
+            let credentials = if is_registry_itself(registry, &endpoint) {
+                credentials
+            } else {
+                &RegistryCredentials::Anonymous
+            };
             let client = self.client_for(registry, &endpoint, credentials)?;
             let mirror = (!is_registry_itself(registry, &endpoint)).then(|| endpoint.host().into());
             routes.push(Route {
                 endpoint,
                 client,
                 mirror,
+                auth: credentials.to_oci(),
             });
         }
         Ok(routes)
@@ -457,24 +468,18 @@ impl Registry {
         Ok(clients.entry(key).or_insert(client).clone())
     }
 
-    /// The endpoint's `oci-client` and its direct client, configured alike: the same extra
-    /// roots (merged with the system's), timeouts and user agent; both keep reqwest's defaults
-    /// for everything else (redirects: up to 10; proxies from the environment).
+    /// The endpoint's client: the configured extra roots (merged with the system's) and the
+    /// endpoint's, the request timeout as connect and read timeout, our user agent, and
+    /// reqwest's defaults for everything else (redirects: up to 10, `Authorization` dropped
+    /// across hosts; proxies from the environment).
     fn build_client(
         &self,
         protocol: ClientProtocol,
         endpoint_ca_pem: Vec<Vec<u8>>,
     ) -> Result<EndpointClient, RegistryError> {
-        let roots: Vec<Vec<u8>> = self
-            .config
-            .extra_ca_pem
-            .iter()
-            .cloned()
-            .chain(endpoint_ca_pem)
-            .collect();
         let setup = |e: reqwest::Error| RegistryError::Setup { source: e.into() };
         let mut http = reqwest::Client::builder();
-        for pem in &roots {
+        for pem in self.config.extra_ca_pem.iter().chain(&endpoint_ca_pem) {
             http = http.tls_certs_merge([reqwest::Certificate::from_pem(pem).map_err(setup)?]);
         }
         let http = http
@@ -483,26 +488,7 @@ impl Registry {
             .user_agent(USER_AGENT)
             .build()
             .map_err(setup)?;
-        let config = ClientConfig {
-            protocol: protocol.clone(),
-            extra_root_certificates: roots
-                .into_iter()
-                .map(|data| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data,
-                })
-                .collect(),
-            // An index is judged whole, never narrowed to one platform by the client.
-            platform_resolver: None,
-            connect_timeout: Some(self.config.request_timeout),
-            read_timeout: Some(self.config.request_timeout),
-            user_agent: USER_AGENT,
-            ..ClientConfig::default()
-        };
-        // `Client::new` would fall back to a default client on error; `try_from` reports it.
-        let oci = oci_client::Client::try_from(config)
-            .map_err(|source| RegistryError::Setup { source })?;
-        Ok(EndpointClient::new(oci, http, protocol))
+        Ok(EndpointClient::new(http, protocol))
     }
 
     fn limit_for(&self, registry: &str) -> Arc<Semaphore> {
@@ -521,6 +507,9 @@ pub(super) struct Route {
     /// The endpoint's host when it is not the registry itself (requests then carry
     /// `?ns=<registry>`).
     mirror: Option<String>,
+    /// What the endpoint is sent: the registry's credentials, or nothing at a mirror on
+    /// another host.
+    auth: RegistryAuth,
 }
 
 impl Route {

@@ -103,7 +103,7 @@ fn backoff(base: Duration, retries: u32) -> Duration {
 pub(super) enum CappedRead {
     /// More than the cap was declared or sent.
     TooLarge,
-    /// The stream failed (the error may carry a digest mismatch found by `oci-client`).
+    /// The stream failed.
     Failed(std::io::Error),
 }
 

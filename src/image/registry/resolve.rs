@@ -1,11 +1,9 @@
 //! One resolution: tag to digest, the pinned manifest or index, and every runnable platform
 //! image under it with its config.
 //!
-//! Manifests, indexes and configs are refused by their declared size, then streamed and refused
-//! as soon as they pass the cap. Limitation: through `oci-client` (registries that challenge,
-//! see `endpoint.rs`) a manifest or index body is read whole before its size can be checked, as
-//! `oci-client` has no streaming read for manifests; the cap is enforced right after the read
-//! (the request timeout bounds how much a hostile registry can send meanwhile).
+//! Manifests, indexes and configs (and a tag's manifest, when its `HEAD` names no digest) are
+//! refused by their declared size, then streamed and refused as soon as they pass the cap,
+//! whatever auth the registry asks for (every request is made by `endpoint.rs`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,7 +12,6 @@ use std::sync::Arc;
 
 use futures_util::future::{try_join_all, BoxFuture};
 use futures_util::FutureExt as _;
-use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 
 use super::cache::{Cached, Caches, Key, Kind};
@@ -31,7 +28,6 @@ pub(super) struct Session<'a> {
     pub(super) rules: Rules<'a>,
     /// The registry's endpoints, in the order to try them (mirrors, then the server).
     pub(super) routes: &'a [Route],
-    pub(super) auth: RegistryAuth,
     /// The registry's caches.
     pub(super) caches: &'a Caches,
     /// The credentials' fingerprint, part of every cache key.
@@ -128,6 +124,8 @@ impl Session<'_> {
     /// Asks the registry for the digest of `tag`.
     async fn tag_digest_upstream(&self, tag: &str, what: &str) -> Result<Digest, RegistryError> {
         let what = what.to_string();
+        // Without a digest header the tag's manifest is read (and hashed), capped as any.
+        let limit = self.rules.config.max_manifest_bytes;
         let target = Reference::with_tag(
             self.reference.registry().to_string(),
             self.reference.repository().to_string(),
@@ -145,9 +143,9 @@ impl Session<'_> {
                             .run(what, || async {
                                 route
                                     .client
-                                    .manifest_digest(&target, &self.auth)
+                                    .manifest_digest(&target, &route.auth, limit)
                                     .await
-                                    .map_err(|e| self.classify(route, what, e))
+                                    .map_err(|f| self.failed(route, what, limit, f))
                             })
                             .await
                     }
@@ -165,8 +163,8 @@ impl Session<'_> {
     async fn fetch_manifest(&self, digest: &Digest) -> Result<Parsed, RegistryError> {
         let what = self.manifest_what(digest);
         let target = self.pinned(digest);
-        // oci-client checks the body against the digest asked for too; the check below does
-        // not depend on that.
+        // A `Docker-Content-Digest` naming other content is refused while reading; the check
+        // below does not depend on that.
         let limit = self.rules.config.max_manifest_bytes;
         let body = self
             .content(Kind::Manifest, digest, &what, || async {
@@ -180,8 +178,10 @@ impl Session<'_> {
                             async move {
                                 self.rules
                                     .run(what, || async {
-                                        let read =
-                                            route.client.manifest(&target, &self.auth, limit).await;
+                                        let read = route
+                                            .client
+                                            .manifest(&target, &route.auth, limit)
+                                            .await;
                                         read.map_err(|f| self.failed(route, what, limit, f))
                                     })
                                     .await
@@ -221,7 +221,7 @@ impl Session<'_> {
                                     .run(what, || async {
                                         let read = route
                                             .client
-                                            .blob(&target, digest_text, &self.auth, limit)
+                                            .blob(&target, digest_text, &route.auth, limit)
                                             .await;
                                         read.map_err(|f| self.failed(route, what, limit, f))
                                     })
@@ -401,7 +401,8 @@ impl Session<'_> {
     }
 
     /// Asks the endpoints able to (`usable`) in turn, until one answers, one fails in a way
-    /// that must stop the resolution, or none is left (then the last failure is returned).
+    /// that must stop the resolution (a mirror refusing access does not), or none is left
+    /// (then the last failure is returned).
     async fn across<'s, T, F, Fut>(
         &'s self,
         what: &str,
@@ -419,7 +420,13 @@ impl Session<'_> {
             .filter(|r| usable(&r.endpoint.capabilities()))
         {
             match ask(route).await {
-                Err(err) if err.falls_through() => {
+                // A mirror on another host is asked anonymously (see `routes_for`): one that
+                // wants credentials is passed over, as containerd passes over a refusing host.
+                Err(err)
+                    if err.falls_through()
+                        || (route.mirror.is_some()
+                            && matches!(err, RegistryError::Unauthorized { .. })) =>
+                {
                     tracing::debug!(
                         registry = self.rules.registry,
                         endpoint = %route.endpoint.url(),
