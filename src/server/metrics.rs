@@ -376,7 +376,6 @@ impl Metrics {
         self.background_verifications.set(n);
     }
 
-
     /// Records a count of the namespaces by mode label: `counts` pairs each class (`enforce`,
     /// `warn`, `audit`, `unknown`, `unlabelled`) with its number of namespaces.
     pub fn namespace_modes(&self, counts: &[(&'static str, i64)]) {
