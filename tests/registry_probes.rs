@@ -60,6 +60,10 @@ enum Mode {
     RepositoryAnonymousToken,
     /// As `Challenging`, with another token: the earlier one is refused from now on.
     ChallengingRotated,
+    /// As `Challenging`, but `/token` answers 503.
+    TokenServerDown,
+    /// As `Challenging`, with a token answer whose `expires_in` is `-1`.
+    OddTokenLifetime,
 }
 
 /// How the stand-in misbehaves with manifests.
@@ -273,7 +277,10 @@ fn route(
     let json = || ("Content-Type", "application/json".to_string());
     if path == "/v2/" {
         return match mode {
-            Mode::Challenging | Mode::ChallengingRotated => respond(
+            Mode::Challenging
+            | Mode::ChallengingRotated
+            | Mode::TokenServerDown
+            | Mode::OddTokenLifetime => respond(
                 StatusCode::UNAUTHORIZED,
                 &[("WWW-Authenticate", realm), json()],
                 envelope("UNAUTHORIZED"),
@@ -282,6 +289,13 @@ fn route(
         };
     }
     if path == "/token" {
+        if mode == Mode::TokenServerDown {
+            return respond(StatusCode::SERVICE_UNAVAILABLE, &[], b"down".to_vec());
+        }
+        if mode == Mode::OddTokenLifetime {
+            let body = serde_json::json!({"token": ANONYMOUS_TOKEN, "expires_in": -1});
+            return respond(StatusCode::OK, &[json()], body.to_string().into_bytes());
+        }
         let granted = match mode {
             Mode::RepositoryToken if authorization == Some(&basic(USER, PASSWORD)) => GOOD_TOKEN,
             Mode::Challenging | Mode::RepositoryAnonymousToken => ANONYMOUS_TOKEN,
@@ -296,9 +310,10 @@ fn route(
         Mode::Open => None,
         Mode::RepositoryBasic => Some((basic(USER, PASSWORD), r#"Basic realm="stand-in""#.into())),
         Mode::RepositoryToken => Some((format!("Bearer {GOOD_TOKEN}"), realm)),
-        Mode::Challenging | Mode::RepositoryAnonymousToken => {
-            Some((format!("Bearer {ANONYMOUS_TOKEN}"), realm))
-        }
+        Mode::Challenging
+        | Mode::RepositoryAnonymousToken
+        | Mode::TokenServerDown
+        | Mode::OddTokenLifetime => Some((format!("Bearer {ANONYMOUS_TOKEN}"), realm)),
         Mode::ChallengingRotated => Some((format!("Bearer {ROTATED_TOKEN}"), realm)),
     };
     if let Some((wanted, challenge)) = wanted {
@@ -640,6 +655,54 @@ async fn an_anonymous_token_is_asked_of_the_realm_a_repository_names() {
     assert!(served
         .iter()
         .all(|s| s.authorization.as_deref() == Some(bearer.as_str())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_token_never_goes_to_the_registry_as_basic_credentials() {
+    // The identity token is a refresh token for a token realm; a registry that asks for basic
+    // credentials must not get it, whether it asks at `/v2/` or at a repository.
+    let stand_in = StandIn::start(1, Mode::RepositoryBasic).await;
+    let registry = Registry::new(stand_in.config()).unwrap();
+    let identity = RegistryCredentials::Basic {
+        username: attestgate::image::IDENTITY_TOKEN_USERNAME.into(),
+        password: "refresh-secret".into(),
+    };
+    let err = stand_in
+        .resolve(&registry, "app0", &identity)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+    let seen = stand_in.under("/");
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|s| s.authorization.is_none()), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_server_that_is_down_is_an_outage_not_a_refusal() {
+    let stand_in = StandIn::start(1, Mode::TokenServerDown).await;
+    let registry = Registry::new(stand_in.config()).unwrap();
+    let err = stand_in
+        .resolve(&registry, "app0", &RegistryCredentials::Anonymous)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::ServerError { status: 503, .. }),
+        "{err:?}"
+    );
+    // Retried as a registry's own 503 would be.
+    assert!(stand_in.under("/token").len() > 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_odd_token_lifetime_falls_back_to_the_default() {
+    let stand_in = StandIn::start(1, Mode::OddTokenLifetime).await;
+    let registry = Registry::new(stand_in.config()).unwrap();
+    let resolved = stand_in
+        .resolve(&registry, "app0", &RegistryCredentials::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(resolved.images.len(), 1);
+    assert_eq!(stand_in.under("/token").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -632,20 +632,27 @@ fn a_credential_provider_plugin_with_the_right_password_resolves_a_private_image
 }
 
 #[test]
-fn an_identity_token_is_sent_as_the_password_of_the_zero_user_never_printed() {
+fn an_identity_token_goes_to_the_realm_as_the_password_of_the_zero_user_never_printed() {
     use base64::Engine as _;
     use std::io::{BufRead as _, BufReader, Write as _};
 
-    // A loopback registry front that asks for basic auth and records what it is sent.
+    // A loopback registry front that challenges with a bearer realm on itself and records
+    // what the realm is sent: the identity token goes to the realm only, as the password of
+    // the all-zero user.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     {
         let seen = seen.clone();
+        let realm_host = host.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten().take(16) {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut authorization = None;
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    continue;
+                }
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -658,12 +665,17 @@ fn an_identity_token_is_sent_as_the_password_of_the_zero_user_never_printed() {
                     }
                 }
                 let mut stream = stream;
-                let answer = match authorization {
-                    None => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
-                    Some(value) => {
-                        seen.lock().unwrap().push(value);
+                let to_realm = request_line.contains(" /token");
+                let answer = match (to_realm, authorization) {
+                    (true, Some(value)) => {
+                        seen.lock().unwrap().push(format!("realm {value}"));
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    }
+                    (false, Some(value)) => {
+                        seen.lock().unwrap().push(format!("registry {value}"));
                         "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
                     }
+                    (_, None) => format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{realm_host}/token\",service=\"s\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
                 };
                 let _ = stream.write_all(answer.as_bytes());
             }
@@ -698,7 +710,9 @@ fn an_identity_token_is_sent_as_the_password_of_the_zero_user_never_printed() {
         ))
     );
     let seen = seen.lock().unwrap().clone();
-    assert!(seen.contains(&expected), "{seen:?}");
+    assert!(seen.contains(&format!("realm {expected}")), "{seen:?}");
+    // The registry itself never receives it.
+    assert!(!seen.iter().any(|s| s.starts_with("registry")), "{seen:?}");
 }
 
 /// A passing, bound verdict, with the key ids of the evidence signers.

@@ -286,6 +286,13 @@ impl EndpointClient {
     ) -> Result<Option<HeaderValue>, OciDistributionError> {
         match (challenge, auth) {
             (Challenge::Bearer(realm), _) => self.token(realm, scope, auth).await.map(Some),
+            // An identity token is a refresh token for the token realm alone: a registry that
+            // asks for basic credentials gets none.
+            (Challenge::Basic, RegistryAuth::Basic(username, _))
+                if username == super::IDENTITY_TOKEN_USERNAME =>
+            {
+                Ok(None)
+            }
             (Challenge::Basic, RegistryAuth::Basic(username, password)) => {
                 let value = sensitive(&format!(
                     "Basic {}",
@@ -314,22 +321,40 @@ impl EndpointClient {
         if let Some(service) = &challenge.service {
             query.push(("service", service));
         }
-        // The realm is followed wherever it points (see the registry's module documentation).
-        let mut request = self.http.get(&challenge.realm).query(&query);
+        // The realm is followed wherever it points (see the registry's module documentation),
+        // but one that names credentials of its own in its URL is not: the request would carry
+        // two sets.
+        let realm = reqwest::Url::parse(&challenge.realm).map_err(|e| {
+            OciDistributionError::AuthenticationFailure(format!("unusable token realm: {e}"))
+        })?;
+        if !realm.username().is_empty() || realm.password().is_some() {
+            return Err(OciDistributionError::AuthenticationFailure(
+                "the token realm names credentials in its URL".into(),
+            ));
+        }
+        let mut request = self.http.get(realm).query(&query);
         if let RegistryAuth::Basic(username, password) = auth {
             request = request.basic_auth(username, Some(password));
         }
         let response = request.send().await?;
         let status = response.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            // The token server is out, not refusing: reported (and retried) as the registry's
+            // own 5xx or 429 would be.
+            return Err(refusal(response).await);
+        }
         let body = read_small(response).await;
         if !status.is_success() {
-            return Err(OciDistributionError::AuthenticationFailure(
-                String::from_utf8_lossy(&body).into_owned(),
-            ));
+            return Err(OciDistributionError::AuthenticationFailure(excerpt(&body)));
         }
         let granted: Granted = serde_json::from_slice(&body)
             .map_err(|e| OciDistributionError::RegistryTokenDecodeError(e.to_string()))?;
-        let ttl = token_ttl(granted.expires_in);
+        let ttl = token_ttl(
+            granted
+                .expires_in
+                .as_ref()
+                .and_then(serde_json::Value::as_u64),
+        );
         let token = granted.token.or(granted.access_token).ok_or_else(|| {
             OciDistributionError::RegistryTokenDecodeError("the answer holds no token".into())
         })?;
@@ -475,7 +500,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Granted {
     token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    /// Seconds; anything but a non-negative integer (`-1`, `3.5`, `"300"`) counts as absent.
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
 }
 
 /// A `WWW-Authenticate: Bearer realm="...",service="..."` challenge.
@@ -572,7 +599,7 @@ async fn refusal(response: Response) -> OciDistributionError {
     let by_status = |body: &[u8]| OciDistributionError::ServerError {
         code: status.as_u16(),
         url: url.clone(),
-        message: String::from_utf8_lossy(body).into_owned(),
+        message: excerpt(body),
     };
     if status == StatusCode::UNAUTHORIZED {
         OciDistributionError::UnauthorizedError { url }
@@ -586,6 +613,24 @@ async fn refusal(response: Response) -> OciDistributionError {
     } else {
         by_status(&body)
     }
+}
+
+/// How much of an answer's body an error message quotes.
+const EXCERPT_CHARS: usize = 256;
+
+/// The start of an answer's body for an error message: lossy UTF-8, control characters
+/// replaced, at most [`EXCERPT_CHARS`] characters.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(EXCERPT_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Up to [`SMALL_BODY_CAP`] bytes of an answer; whatever could not be read is left out.
