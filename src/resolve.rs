@@ -117,21 +117,14 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
-    /// Whether the failure is a server that could not be reached, answer in time, or be read
-    /// with the credentials given (exit 3: the image could not be checked), rather than an
-    /// answer about the image.
-    pub fn is_unreachable(&self) -> bool {
+    /// Whether the image could not be checked (exit 3): the registry could not be reached,
+    /// refused the credentials, or answered something unusable (too large, malformed, not the
+    /// digest it named), or an evidence source failed. The webhook answers all of these as
+    /// verification errors, not violations, and a soft-fail gate must be able to tell them
+    /// apart. Only what the image itself says (its commit labels) fails it (exit 1).
+    pub fn could_not_check(&self) -> bool {
         match self {
-            Self::Registry(e) => matches!(
-                e,
-                RegistryError::Unreachable { .. }
-                    | RegistryError::Unauthorized { .. }
-                    | RegistryError::Timeout { .. }
-                    | RegistryError::Tls { .. }
-                    | RegistryError::RateLimited { .. }
-                    | RegistryError::ServerError { .. }
-            ),
-            Self::Source(_) | Self::Deadline => true,
+            Self::Registry(_) | Self::Source(_) | Self::Deadline => true,
             Self::Commit(_) => false,
         }
     }

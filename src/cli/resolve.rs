@@ -97,8 +97,8 @@ pub struct ResolveArgs {
     /// are tried first, in file order, then the registry itself.
     #[arg(long, value_name = "DIR")]
     mirrors_dir: Option<PathBuf>,
-    /// Seconds the whole resolution (registry and evidence) may take.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds the whole resolution (registry and evidence) may take (1 to 86400).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -223,7 +223,7 @@ fn execute(args: &ResolveArgs) -> Result<Resolution, Failure> {
         )
         .await
         .map_err(|e| {
-            let code = if e.is_unreachable() {
+            let code = if e.could_not_check() {
                 EXIT_UNREACHABLE
             } else {
                 EXIT_FAILED
