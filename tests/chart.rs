@@ -497,6 +497,15 @@ fn typos_and_inconsistent_values_are_refused_at_render() {
             vec!["--set", "namespaceModes.interval=often"],
             "/namespaceModes/interval",
         ),
+        // Out of the server's range (1s to 1h): refused at install, not in a crash loop.
+        (
+            vec!["--set", "namespaceModes.interval=2h"],
+            "/namespaceModes/interval",
+        ),
+        (
+            vec!["--set", "namespaceModes.interval=0s"],
+            "/namespaceModes/interval",
+        ),
         (
             vec!["--set", "namespaceModes.enable=false"],
             "'enable' not allowed",
