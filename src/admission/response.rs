@@ -291,11 +291,7 @@ pub fn respond_unjudged(mode: Mode, api_version: ApiVersion, uid: &str, message:
     if mode == Mode::Enforce {
         return respond_error_for(api_version, uid, message);
     }
-    let message = if message.trim().is_empty() {
-        INTERNAL_ERROR.fallback.to_string()
-    } else {
-        text::clean(message, MAX_MESSAGE_CHARS)
-    };
+    let message = INTERNAL_ERROR.message(message);
     let mut response = Map::new();
     response.insert("uid".into(), uid.into());
     response.insert("allowed".into(), true.into());
@@ -337,12 +333,17 @@ const INTERNAL_ERROR: Refusal = Refusal {
 };
 
 impl Refusal {
-    fn answer(&self, api_version: ApiVersion, uid: &str, message: &str) -> Value {
-        let message = if message.trim().is_empty() {
+    /// `message` escaped and cut short, or the fallback when it is blank.
+    fn message(&self, message: &str) -> String {
+        if message.trim().is_empty() {
             self.fallback.to_string()
         } else {
             text::clean(message, MAX_MESSAGE_CHARS)
-        };
+        }
+    }
+
+    fn answer(&self, api_version: ApiVersion, uid: &str, message: &str) -> Value {
+        let message = self.message(message);
         let mut response = Map::new();
         response.insert("uid".into(), uid.into());
         response.insert("allowed".into(), false.into());
