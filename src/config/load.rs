@@ -215,13 +215,36 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ConfigFile, ConfigError> {
         let message = e.into_inner().to_string();
         ConfigError::Parse {
             path: path.to_path_buf(),
-            message: if key == "." || key.is_empty() || message.starts_with(&key) {
-                message
-            } else {
-                format!("{key}: {message}")
-            },
+            message: parse_message(&key, &message),
         }
     })
+}
+
+/// The YAML error for a reader: the key path once (the parser names the enclosing mapping
+/// itself, which the path already holds), and "a mapping" for the file model's type names.
+fn parse_message(key: &str, message: &str) -> String {
+    let message = match message.split_once(": ") {
+        Some((named, rest))
+            if key == named
+                || key.starts_with(&format!("{named}."))
+                || key.starts_with(&format!("{named}[")) =>
+        {
+            rest
+        }
+        _ => message,
+    };
+    let message = match message.split_once("expected struct ") {
+        Some((before, after)) => {
+            let rest = after.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
+            format!("{before}expected a mapping{rest}")
+        }
+        None => message.to_string(),
+    };
+    if key == "." || key.is_empty() {
+        message
+    } else {
+        format!("{key}: {message}")
+    }
 }
 
 struct Loader {
@@ -1000,4 +1023,31 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_message;
+
+    #[test]
+    fn parse_messages_name_the_key_once_and_no_rust_types() {
+        assert_eq!(
+            parse_message(
+                "kubernetes.namespaceModes.enabld",
+                "kubernetes.namespaceModes: unknown field `enabld`, expected `enabled` or `interval` at line 3 column 5"
+            ),
+            "kubernetes.namespaceModes.enabld: unknown field `enabld`, expected `enabled` or `interval` at line 3 column 5"
+        );
+        assert_eq!(
+            parse_message(
+                "cache",
+                "cache: invalid type: integer `5`, expected struct CacheFile at line 1 column 8"
+            ),
+            "cache: invalid type: integer `5`, expected a mapping at line 1 column 8"
+        );
+        assert_eq!(
+            parse_message(".", "did not find expected key at line 2 column 1"),
+            "did not find expected key at line 2 column 1"
+        );
+    }
 }
