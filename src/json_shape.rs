@@ -311,7 +311,7 @@ impl<'de> serde::de::Visitor<'de> for Scan<'_> {
         // `Value`'s map iterates in key order). A later duplicate replaces an earlier one.
         let mut found: BTreeMap<(usize, String), Option<String>> = BTreeMap::new();
         let mut keys: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(key) = map.next_key_seed(Key)? {
+        while let Some(key) = map.next_key_seed(ObjectKey)? {
             let walked = match self.shape {
                 Shape::Object(members) if own.is_none() => members
                     .iter()
@@ -403,7 +403,7 @@ impl<'de> serde::de::Visitor<'de> for KeySearch<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let mut found = false;
-        while let Some(key) = map.next_key_seed(Key)? {
+        while let Some(key) = map.next_key_seed(ObjectKey)? {
             found |= key == self.key;
             found |= map.next_value_seed(self)?;
         }
@@ -411,10 +411,11 @@ impl<'de> serde::de::Visitor<'de> for KeySearch<'_> {
     }
 }
 
-/// An object key, borrowed from the input when it has no escapes.
-struct Key;
+/// An object key, borrowed from the input when it has no escapes (the strict readers of
+/// evidence here and of reviews in `admission` share it).
+pub(crate) struct ObjectKey;
 
-impl<'de> serde::de::DeserializeSeed<'de> for Key {
+impl<'de> serde::de::DeserializeSeed<'de> for ObjectKey {
     type Value = Cow<'de, str>;
 
     fn deserialize<D: serde::Deserializer<'de>>(
@@ -425,7 +426,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Key {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Key {
+impl<'de> serde::de::Visitor<'de> for ObjectKey {
     type Value = Cow<'de, str>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

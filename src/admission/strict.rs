@@ -14,6 +14,8 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::json_shape::ObjectKey;
+
 /// How many keys of an object [`SeenKeys`] keeps on the stack before using a hash set.
 const LINEAR_KEYS: usize = 16;
 
@@ -69,7 +71,7 @@ pub(crate) fn read_record<'de, A: MapAccess<'de>, R: Record<'de>>(
 ) -> Result<R, A::Error> {
     let mut record = R::default();
     let mut seen = SeenKeys::default();
-    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+    while let Some(key) = map.next_key_seed(ObjectKey)? {
         record.member(&key, &mut map)?;
         if !seen.insert(key) {
             // The message names no key: a key can be as long as the body.
@@ -119,37 +121,6 @@ impl<'de> SeenKeys<'de> {
             }
             None => self.rest.insert(key),
         }
-    }
-}
-
-/// An object key, borrowed from the body when it holds no escape.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Owned(v.to_string())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Owned(v)))
     }
 }
 
